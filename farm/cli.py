@@ -1,0 +1,179 @@
+"""The ``farm`` command. User errors print one clear message and exit 2, never a traceback.
+
+Heavy dependencies (Ray, MLflow) are imported by the subcommands that need them, so
+``farm validate`` is instant and ``farm bench`` runs on machines without Ray or MLflow.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from farm.config import DEFAULT_CONFIG, ConfigError, load_config
+
+EXIT_USER = 2
+
+
+def _config(args: argparse.Namespace):
+    return load_config(args.config, args.set)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    from farm.grid import jobs
+
+    print(f"{args.config or DEFAULT_CONFIG}: valid (config hash {cfg.hash()})")
+    print(f"  {len(cfg.models)} model(s), {len(cfg.methods)} method(s), {len(jobs(cfg))} job(s); "
+          f"pairs: {cfg.pairs.mode}{' + universal' if cfg.pairs.universal else ''}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from farm.runner import execute, format_summary, stored_config
+
+    if args.resume and not args.config:
+        output = dict(kv.split("=", 1) for kv in (args.set or []) if kv.startswith("run.output=")).get(
+            "run.output", "results")
+        cfg = stored_config(output, args.resume)
+    else:
+        cfg = _config(args)
+    if args.address:
+        cfg = replace(cfg, cluster=replace(cfg.cluster, address=args.address))
+    result = execute(cfg, resume=args.resume)
+    print()
+    print(format_summary(result.frame))
+    print()
+    print(f"run id:   {result.run_id}")
+    print(f"parquet:  {result.store.pairs_dir}")
+    if result.tracking_uri:
+        print(f"mlflow:   {result.tracking_uri}  (farm ui --output {cfg.run.output})")
+    print(f"time:     {result.wall_s:.1f} s")
+    return 0
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    from farm.runner import prepare_models, zoo_dir
+
+    models = prepare_models(cfg, print)
+    print(f"\nzoo: {zoo_dir(cfg)}")
+    for mid, m in models.items():
+        meta = m.meta
+        print(f"  {mid:24s} {m.spec.arch:12s} {m.payload.info['model_kind']:9s} "
+              f"clean_acc={meta.get('clean_acc', float('nan')):.3f} asr={meta.get('asr', float('nan')):.3f}")
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    from farm.report.tables import regenerate
+
+    out = regenerate(args.run_id, output=args.output, out_dir=args.out, formats=args.format.split(","),
+                     tracking_uri=args.tracking_uri, log_mlflow=not args.no_mlflow)
+    print(f"tables and figures written to {out}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import shutil
+
+    uri = args.tracking_uri or f"sqlite:///{Path(args.output).resolve() / 'mlflow.db'}"
+    exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    cmd = [exe, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C to stop")
+    if args.dry_run:
+        print(" ".join(cmd))
+        return 0
+    os.execv(cmd[0], cmd)
+    return 0  # pragma: no cover - execv does not return
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from farm.bench import bench
+
+    cfg = _config(args)
+    sizes = [int(x) for x in args.pairs_per_batch.split(",")]
+    bench(cfg, model_id=args.model, method=args.method, batch_sizes=sizes, pairs=args.pairs,
+          epochs=args.epochs, device=args.device, out=args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="farm", description="Ray-distributed benchmark farm for backdoor "
+                                "trigger inversion: every pair, every model, every method.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("config", nargs="?", help=f"YAML config (default: {DEFAULT_CONFIG.name})")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set methods.0.params.epochs=50 (repeatable)")
+
+    sp = sub.add_parser("run", help="run a benchmark: zoo, all pairs through Ray, Parquet, MLflow")
+    with_config(sp)
+    sp.add_argument("--resume", metavar="RUN_ID", help="continue a run, skipping its finished shards")
+    sp.add_argument("--address", help="Ray address ('auto' joins a running cluster); overrides cluster.address")
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("validate", help="check a config and list every problem at once")
+    with_config(sp)
+    sp.set_defaults(func=cmd_validate)
+
+    sp = sub.add_parser("zoo", help="train (or reuse) the config's zoo models and print their accuracy/ASR")
+    with_config(sp)
+    sp.set_defaults(func=cmd_zoo)
+
+    sp = sub.add_parser("tables", help="regenerate tables and heat maps of a run from its Parquet files")
+    sp.add_argument("run_id")
+    sp.add_argument("--output", default="results", help="results root the run lives under (default: results)")
+    sp.add_argument("--out", help="folder for the tables (default: <output>/<run_id>/tables)")
+    sp.add_argument("--format", default="md,csv", help="comma list of md, csv, tex (default: md,csv)")
+    sp.add_argument("--tracking-uri", help="MLflow URI to log to (default: the run's sqlite store)")
+    sp.add_argument("--no-mlflow", action="store_true", help="write files only, do not log to MLflow")
+    sp.set_defaults(func=cmd_tables)
+
+    sp = sub.add_parser("ui", help="serve the MLflow UI for a results folder on 127.0.0.1")
+    sp.add_argument("--output", default="results")
+    sp.add_argument("--tracking-uri")
+    sp.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
+    sp.add_argument("--port", type=int, default=5000)
+    sp.add_argument("--dry-run", action="store_true", help="print the command instead of starting it")
+    sp.set_defaults(func=cmd_ui)
+
+    sp = sub.add_parser("bench", help="time one method over pairs in-process (no Ray) for several batch sizes P")
+    with_config(sp)
+    sp.add_argument("--model", help="model id (default: the config's first)")
+    sp.add_argument("--method", default="ours")
+    sp.add_argument("--pairs-per-batch", default="1,10,45,90", help="comma list of P to time")
+    sp.add_argument("--pairs", type=int, default=90, help="pairs timed per P (default 90)")
+    sp.add_argument("--epochs", type=int, default=5, help="epochs per timing (default 5)")
+    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sp.add_argument("--out", help="also write the timings as CSV here")
+    sp.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from farm.runner import RunError
+    from farm.store import StoreError
+
+    user_errors: tuple[type[BaseException], ...] = (ConfigError, RunError, StoreError)
+    try:
+        from farm.models.loading import CheckpointError
+
+        user_errors += (CheckpointError,)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        return args.func(args)
+    except user_errors as exc:
+        print(f"farm {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print(f"farm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Ray driver and actors: shards of pairs go to one actor per (model, method, variant) placement.
+
+Design choices, and why:
+
+* **Bounded actor pool.** At most ``capacity`` actors exist at once (what the cluster's CPUs
+  or GPUs hold at ``cpus_per_actor`` / ``gpus_per_actor``, capped by ``max_actors``). An
+  actor serves shards of one job; when its job has no work left it is killed and its slot
+  goes to the next job. Nothing is ever left pending on resources, and the driver, which
+  holds no Ray resources, can always submit (no deadlock on small machines).
+* **One shard in flight per actor.** Results stream back shard by shard and are written by
+  the driver immediately, so driver memory is bounded by the shards in flight, not the run.
+* **Retries at the driver.** A shard whose actor died (node loss, OOM, ``os._exit``) or whose
+  call raised is re-submitted with ``attempt + 1`` (to a fresh actor if the old one died);
+  after ``max_attempts`` its pairs are stored as ``status=failed`` with the reason, so a bad
+  pair can neither hang nor abort the run.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import ray
+import torch
+from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+
+from farm.config import ClusterSpec
+from farm.grid import Job, Shard
+from farm.worker import ModelPayload, PairImages, ShardExecutor
+
+log = logging.getLogger("farm.cluster")
+
+
+def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float]:
+    """Start a local Ray (address None) or join one ("auto" or "ray://..."); return resources."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
+                                  "log_to_driver": True}
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, **kwargs)
+    return {k: float(v) for k, v in ray.cluster_resources().items()}
+
+
+@ray.remote(max_restarts=0, max_task_retries=0)
+class MethodActor:
+    """One model and one method on one device (see :class:`farm.worker.ShardExecutor`)."""
+
+    def __init__(self, payload: ModelPayload, method: str, params: dict[str, Any], variant: str,
+                 images: PairImages, device: str, threads: int):
+        torch.set_num_threads(threads)
+        self.executor = ShardExecutor(payload, method, params, variant, images, device)
+
+    def run(self, shard: Shard, batch_size: int, run_id: str, config_hash: str, attempt: int,
+            fault: str | None, shard_no: int) -> list[dict[str, Any]]:
+        return self.executor.run(shard, batch_size, run_id, config_hash, attempt, fault, shard_no)
+
+
+@dataclass
+class JobContext:
+    """What an actor of a job needs, already in the object store."""
+
+    payload_ref: Any
+    images_ref: Any
+    params: dict[str, Any]
+    payload_info: dict[str, Any]
+    image_shape: tuple[int, int, int]
+
+
+@dataclass
+class WorkItem:
+    shard: Shard
+    shard_no: int  # position in the run's full shard list (fault injection, logs)
+    attempt: int = 1
+
+
+@dataclass
+class _Slot:
+    actor: Any
+    job: Job
+    busy: bool = False
+
+
+@dataclass
+class Placement:
+    """Per-actor resource request and how many actors fit."""
+
+    options: dict[str, float]
+    capacity: int
+    device: str
+    threads: int
+    detail: str = field(default="")
+
+
+def placement(spec: ClusterSpec, resources: dict[str, float], device_pref: str) -> Placement:
+    gpus = resources.get("GPU", 0.0)
+    cpus = resources.get("CPU", 1.0)
+    if gpus > 0 and device_pref != "cpu":
+        cap = int(gpus / spec.gpus_per_actor + 1e-9)
+        # A GPU actor still needs a little CPU to drive the GPU; fractional to pack several.
+        opts = {"num_gpus": spec.gpus_per_actor, "num_cpus": min(spec.cpus_per_actor, cpus / max(cap, 1))}
+        threads, device = 1, "cuda"
+        detail = f"{cap} GPU actor(s) at {spec.gpus_per_actor} GPU each"
+    else:
+        if device_pref == "cuda":
+            raise RuntimeError("run.device is 'cuda' but the Ray cluster reports no GPU")
+        cap = int(cpus / spec.cpus_per_actor + 1e-9)
+        opts = {"num_cpus": spec.cpus_per_actor}
+        threads, device = max(1, int(spec.cpus_per_actor)), "cpu"
+        detail = f"{cap} CPU actor(s) at {spec.cpus_per_actor} CPU each"
+    if spec.max_actors is not None:
+        cap = min(cap, spec.max_actors)
+    return Placement(opts, max(cap, 1), device, threads, detail)
+
+
+def run_shards(items: list[WorkItem], contexts: dict[tuple[str, str, str], JobContext], spec: ClusterSpec,
+               place: Placement, batch_size: int, run_id: str, config_hash: str,
+               on_rows: Callable[[WorkItem, list[dict[str, Any]]], None],
+               on_failed: Callable[[WorkItem, str], None]) -> None:
+    """Run every work item to completion (success or stored failure)."""
+    pending: dict[tuple[str, str, str], deque[WorkItem]] = {}
+    for item in items:
+        pending.setdefault(item.shard.job.key, deque()).append(item)
+    slots: list[_Slot] = []
+    in_flight: dict[Any, tuple[_Slot, WorkItem]] = {}
+
+    def new_actor(job: Job) -> _Slot:
+        ctx = contexts[job.key]
+        actor = MethodActor.options(**place.options).remote(
+            ctx.payload_ref, job.method, ctx.params, job.variant, ctx.images_ref, place.device, place.threads)
+        slot = _Slot(actor, job)
+        slots.append(slot)
+        return slot
+
+    def submit(slot: _Slot, item: WorkItem) -> None:
+        ref = slot.actor.run.remote(item.shard, batch_size, run_id, config_hash, item.attempt,
+                                    spec.fault_injection, item.shard_no)
+        slot.busy = True
+        in_flight[ref] = (slot, item)
+
+    def retire(slot: _Slot) -> None:
+        slots.remove(slot)
+        ray.kill(slot.actor, no_restart=True)
+
+    def retry_or_fail(item: WorkItem, reason: str) -> None:
+        if item.attempt >= spec.max_attempts:
+            log.warning("shard %s failed %d time(s), storing its pairs as failed: %s",
+                        item.shard.shard_id, item.attempt, reason)
+            on_failed(item, reason)
+        else:
+            log.warning("shard %s attempt %d failed (%s); retrying", item.shard.shard_id, item.attempt, reason)
+            pending.setdefault(item.shard.job.key, deque()).appendleft(
+                WorkItem(item.shard, item.shard_no, item.attempt + 1))
+
+    while any(pending.values()) or in_flight:
+        # Idle actors take the next shard of their own job, or give their slot back.
+        for slot in [s for s in slots if not s.busy]:
+            queue = pending.get(slot.job.key)
+            if queue:
+                submit(slot, queue.popleft())
+            else:
+                retire(slot)
+        # Free slots go to the job with the most waiting shards per actor already serving it.
+        while len(slots) < place.capacity:
+            waiting = {k: len(q) for k, q in pending.items() if q}
+            if not waiting:
+                break
+            serving = {k: sum(1 for s in slots if s.job.key == k) for k in waiting}
+            key = max(waiting, key=lambda k: (waiting[k] / (serving[k] + 1), -serving[k]))
+            if serving[key] >= waiting[key]:
+                break  # every waiting shard already has an actor that will take it
+            submit(new_actor(pending[key][0].shard.job), pending[key].popleft())
+        if not in_flight:
+            continue
+        ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=5.0)
+        for ref in ready:
+            slot, item = in_flight.pop(ref)
+            slot.busy = False
+            try:
+                rows = ray.get(ref)
+            except (RayActorError, WorkerCrashedError) as exc:
+                if slot in slots:
+                    retire(slot)
+                retry_or_fail(item, f"worker died: {_short(exc)}")
+                continue
+            except RayTaskError as exc:
+                retry_or_fail(item, f"{type(exc.cause).__name__}: {_short(exc.cause)}")
+                continue
+            on_rows(item, rows)
+    for slot in list(slots):
+        retire(slot)
+
+
+def _short(exc: BaseException | None) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[-1] if text else type(exc).__name__)[:300]
+
+
+class Progress:
+    """pairs done / total, pairs/s and ETA on stderr (a plain line per update without a TTY)."""
+
+    def __init__(self, total: int, already: int = 0):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=already, unit="pair", dynamic_ncols=True, file=sys.stderr,
+                        desc="pairs", mininterval=0.5, disable=None if sys.stderr.isatty() else False)
+        self.start = time.perf_counter()
+
+    def update(self, n: int, note: str = "") -> None:
+        if note:
+            self.bar.set_postfix_str(note, refresh=False)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+__all__ = ["connect", "placement", "run_shards", "WorkItem", "JobContext", "Progress"]

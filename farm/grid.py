@@ -1,0 +1,105 @@
+"""Expand a config into jobs (model × method × variant) and deterministic shards of pairs.
+
+A shard is the unit of work, of storage and of resume: its id hashes everything that
+determines its rows (model, method, its parameters, variant, pair list, seed), so a resumed
+run recognises finished shards by file name alone and a changed config can never pick up
+stale results.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from farm.config import Config, MethodSpec, PairsSpec
+
+ANY = -1  # victim id of an all-to-one pair (images of every class but the target)
+
+
+@dataclass(frozen=True)
+class Pair:
+    victim: int  # ANY (-1) for all-to-one
+    target: int
+
+    @property
+    def universal(self) -> bool:
+        return self.victim == ANY
+
+    def label(self) -> str:
+        return f"{'*' if self.universal else self.victim}->{self.target}"
+
+
+@dataclass(frozen=True)
+class Job:
+    model_id: str
+    method: str
+    variant: str
+    params_json: str  # canonical JSON of the method's hyper-parameters (resolved defaults)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.model_id, self.method, self.variant)
+
+
+@dataclass(frozen=True)
+class Shard:
+    job: Job
+    index: int  # position within its job
+    pairs: tuple[Pair, ...]
+    seed: int
+    shard_id: str
+
+
+def select_pairs(spec: PairsSpec, k: int, seed: int) -> list[Pair]:
+    """The pair list of one model with K classes (universal pairs appended last)."""
+    every = [Pair(v, t) for v in range(k) for t in range(k) if v != t]
+    if spec.mode == "all":
+        pairs = every
+    elif spec.mode == "sample":
+        rng = np.random.default_rng(np.random.SeedSequence([seed, k, 0x5A3B]))
+        chosen = sorted(rng.choice(len(every), size=min(spec.sample or 0, len(every)), replace=False))
+        pairs = [every[i] for i in chosen]
+    else:
+        pairs = list(dict.fromkeys(Pair(v, t) for v, t in spec.list))
+    if spec.universal:
+        pairs += [Pair(ANY, t) for t in range(k)]
+    return pairs
+
+
+def resolved_params(method: MethodSpec) -> dict:
+    """The method's full hyper-parameters (defaults filled in), as stored in every row."""
+    from dataclasses import asdict
+
+    from farm.methods import METHODS
+
+    return asdict(METHODS[method.name].Params(**method.params))
+
+
+def shard_id(job: Job, pairs: tuple[Pair, ...], seed: int) -> str:
+    blob = json.dumps([job.model_id, job.method, job.variant, job.params_json,
+                       [(p.victim, p.target) for p in pairs], seed], separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def jobs(cfg: Config) -> list[Job]:
+    out = []
+    for model in cfg.models:
+        for method in cfg.methods:
+            params_json = json.dumps(resolved_params(method), sort_keys=True)
+            for variant in method.variants:
+                out.append(Job(model.id, method.name, variant, params_json))
+    return out
+
+
+def expand(cfg: Config, num_classes: dict[str, int], pairs_per_batch: int | None = None) -> list[Shard]:
+    """All shards of a run, in a stable order (model, method, variant, pair chunk)."""
+    p = pairs_per_batch or cfg.cluster.pairs_per_batch
+    shards = []
+    for job in jobs(cfg):
+        pairs = select_pairs(cfg.pairs, num_classes[job.model_id], cfg.run.seed)
+        for i in range(0, len(pairs), p):
+            chunk = tuple(pairs[i:i + p])
+            shards.append(Shard(job, i // p, chunk, cfg.run.seed, shard_id(job, chunk, cfg.run.seed)))
+    return shards

@@ -1,0 +1,364 @@
+"""Method interface, registry and the shared batched optimisation loop.
+
+P pairs are optimised as ONE problem (METHODS.md §4): variables are stacked P×..., the model
+sees P·B images per step, and the scalar objective is the SUM of per-pair losses so that each
+pair's gradient is exactly its own. Everything that makes pairs differ — cost, patience
+counters, best-so-far, early stop, Adam step counts, random streams — is a length-P tensor or
+a per-pair generator, which is what makes a pair's result independent of its batch-mates
+(the parity tests check this). Methods vary only the parametrisation, the loss and the
+end-of-epoch bookkeeping; the loop is written once here.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from farm.triggers import Trigger, TriggerKind
+
+METHODS: dict[str, type["Method"]] = {}
+
+
+def register(name: str) -> Callable[[type["Method"]], type["Method"]]:
+    """Class decorator: make a method selectable by ``name`` in configs."""
+
+    def wrap(cls: type["Method"]) -> type["Method"]:
+        if name in METHODS:
+            raise ValueError(f"method {name!r} registered twice")
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return wrap
+
+
+def pair_seed(*parts: Any) -> int:
+    """A 63-bit seed from (seed, model, method, victim, target): stable across processes."""
+    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+@dataclass
+class PairBatch:
+    """P pairs of one model and one method, with their attack images."""
+
+    victims: list[int | None]  # None: all-to-one ("any") pair
+    targets: list[int]
+    images: torch.Tensor  # P×N×C×H×W float in [0,1] on the compute device
+    seeds: list[int]  # per-pair seed (see pair_seed)
+    batch_size: int = 32  # B = min(batch_size, N)
+
+    def __post_init__(self) -> None:
+        p = len(self.targets)
+        if not (len(self.victims) == len(self.seeds) == self.images.shape[0] == p):
+            raise ValueError("victims, targets, seeds and images must all have P entries")
+
+    @property
+    def size(self) -> int:
+        return len(self.targets)
+
+    def generators(self) -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(s) for s in self.seeds]
+
+    def subset(self, rows: list[int]) -> "PairBatch":
+        return PairBatch([self.victims[i] for i in rows], [self.targets[i] for i in rows],
+                         self.images[rows], [self.seeds[i] for i in rows], self.batch_size)
+
+
+@dataclass
+class PairOutcome:
+    """What a method returns for one pair; the actor adds metrics and identity."""
+
+    trigger: Trigger
+    converged: bool
+    steps: int
+    attack_asr: float  # attack-set ASR of the last epoch (or last inner solve)
+    time_to_best: float | None = None
+    trace: list[tuple[float, float]] = field(default_factory=list)  # (elapsed s, best size) changes
+    failure: str | None = None  # set when the pair failed (non-finite loss, ...)
+    extra: dict[str, float] = field(default_factory=dict)  # method-specific scalars
+
+
+class Method(ABC):
+    """A trigger-inversion method: frozen ``Params`` (defaults = METHODS.md) + ``invert``."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type]
+    kind: ClassVar[TriggerKind]
+
+    def __init__(self, params: Any | None = None, augment: "Augment | None" = None):
+        self.params = params if params is not None else self.Params()
+        self.augment = augment
+
+    @classmethod
+    def params_from(cls, raw: dict[str, Any]) -> Any:
+        return cls.Params(**raw)
+
+    def params_dict(self) -> dict[str, Any]:
+        return asdict(self.params)
+
+    @abstractmethod
+    def invert(self, model: torch.nn.Module, batch: PairBatch) -> list[PairOutcome]:
+        """Optimise all pairs of ``batch`` together; one outcome per pair, in order."""
+
+
+# An augmentation maps stamped images P×B×C×H×W plus per-pair generators to transformed ones.
+Augment = Callable[[torch.Tensor, list[torch.Generator]], torch.Tensor]
+
+
+class BatchedAdam:
+    """Adam over P stacked problems with a per-row step count and an ``active`` row mask.
+
+    Identical per row to ``torch.optim.Adam`` (same update formula), but an inactive row is
+    left untouched (no momentum drift), a row can be reset (CW's fresh inner solve), and
+    rows step independently, which per-pair early stopping needs.
+    """
+
+    def __init__(self, params: list[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        self.params = params
+        self.lr, self.betas, self.eps = lr, betas, eps
+        p = params[0].shape[0]
+        self.step_count = torch.zeros(p, dtype=torch.long, device=params[0].device)
+        self.m = [torch.zeros_like(x) for x in params]
+        self.v = [torch.zeros_like(x) for x in params]
+
+    @torch.no_grad()
+    def step(self, active: torch.Tensor) -> None:
+        b1, b2 = self.betas
+        self.step_count += active.long()
+        t = self.step_count.clamp(min=1).to(self.params[0].dtype)
+        bc1, bc2 = 1 - b1**t, 1 - b2**t
+        for x, m, v in zip(self.params, self.m, self.v):
+            if x.grad is None:
+                continue
+            shape = (-1,) + (1,) * (x.dim() - 1)
+            act = active.view(shape)
+            g = x.grad
+            m.copy_(torch.where(act, b1 * m + (1 - b1) * g, m))
+            v.copy_(torch.where(act, b2 * v + (1 - b2) * g * g, v))
+            denom = (v.sqrt() / bc2.sqrt().view(shape)) + self.eps
+            update = (self.lr / bc1).view(shape) * m / denom
+            x.sub_(torch.where(act, update, torch.zeros_like(update)))
+
+    @torch.no_grad()
+    def reset_rows(self, rows: torch.Tensor) -> None:
+        """Forget moments and step counts of ``rows`` (bool mask): a fresh Adam for them."""
+        self.step_count[rows] = 0
+        for m, v in zip(self.m, self.v):
+            m[rows] = 0
+            v[rows] = 0
+
+
+class CostSchedule:
+    """The adaptive cost c_p of [PB]/[NC] (METHODS.md §2(a), §2(b)), vectorised over pairs.
+
+    ``start_at_zero`` is NC's warm-up: c stays 0 until the attack succeeds for ``patience``
+    epochs in a row, then starts at ``init`` with counters and flags reset.
+    """
+
+    def __init__(self, p: int, init: float, patience: int, up: float, down: float,
+                 start_at_zero: bool, device: torch.device, dtype: torch.dtype):
+        self.init, self.patience, self.up_mult, self.down_mult = init, patience, up, down
+        self.start_at_zero = start_at_zero
+        zeros = torch.zeros(p, dtype=torch.long, device=device)
+        self.cost = torch.full((p,), 0.0 if start_at_zero else init, dtype=dtype, device=device)
+        self.up, self.down, self.set_counter = zeros.clone(), zeros.clone(), zeros.clone()
+        self.raised = torch.zeros(p, dtype=torch.bool, device=device)
+        self.lowered = torch.zeros_like(self.raised)
+
+    def update(self, success: torch.Tensor, active: torch.Tensor) -> None:
+        def keep(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+            return torch.where(active, new, old)
+
+        if self.start_at_zero:
+            zero = self.cost == 0
+            counting = zero & success
+            self.set_counter = keep(torch.where(counting, self.set_counter + 1, torch.zeros_like(self.set_counter)),
+                                    self.set_counter)
+            start = active & counting & (self.set_counter >= self.patience)
+            self.cost = torch.where(start, torch.full_like(self.cost, self.init), self.cost)
+            for name in ("up", "down"):
+                setattr(self, name, torch.where(start, torch.zeros_like(self.up), getattr(self, name)))
+            self.raised = self.raised & ~start
+            self.lowered = self.lowered & ~start
+        self.up = keep(torch.where(success, self.up + 1, torch.zeros_like(self.up)), self.up)
+        self.down = keep(torch.where(success, torch.zeros_like(self.down), self.down + 1), self.down)
+        raise_ = active & (self.up >= self.patience)
+        lower = active & ~raise_ & (self.down >= self.patience)
+        if self.start_at_zero:  # NC: 0 * factor stays 0 until the warm-up sets the cost
+            raised_cost = self.cost * self.up_mult
+        else:  # [PB]: a zero cost restarts at init
+            raised_cost = torch.where(self.cost == 0, torch.full_like(self.cost, self.init), self.cost * self.up_mult)
+        self.cost = torch.where(raise_, raised_cost, torch.where(lower, self.cost / self.down_mult, self.cost))
+        self.up = torch.where(raise_, torch.zeros_like(self.up), self.up)
+        self.down = torch.where(lower, torch.zeros_like(self.down), self.down)
+        self.raised |= raise_
+        self.lowered |= lower
+
+
+class EpochProblem(ABC):
+    """Per-batch state of an epoch-loop method (variables, schedule, best-so-far).
+
+    Every hook receives ``rows``: the indices of the pairs still active, in batch order, so
+    that finished pairs are compacted away from the forward pass.
+    """
+
+    variables: list[torch.Tensor]
+    optimiser: Any  # BatchedAdam or any object with step(active)
+
+    def __init__(self, batch: PairBatch, device: torch.device, dtype: torch.dtype):
+        self.batch = batch
+        self.device, self.dtype = device, dtype
+        p = batch.size
+        self.generators = batch.generators()  # one stream per pair: init, shuffles, augmentation
+        self.targets = torch.tensor(batch.targets, device=device)
+        self.active = torch.ones(p, dtype=torch.bool, device=device)
+        self.failure: list[str | None] = [None] * p
+        self.converged = torch.zeros(p, dtype=torch.bool, device=device)
+        self.steps = torch.zeros(p, dtype=torch.long, device=device)
+        self.time_to_best: list[float | None] = [None] * p
+        self.trace: list[list[tuple[float, float]]] = [[] for _ in range(p)]
+        self.last_asr = torch.zeros(p, dtype=dtype, device=device)
+
+    def per_pair(self, sample: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:
+        """Stack one draw per pair from its own generator (so init ignores batch-mates)."""
+        return torch.stack([sample(g) for g in self.generators]).to(self.device, self.dtype)
+
+    @abstractmethod
+    def stamp(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """x: A×B×C×H×W clean images of pairs ``rows`` -> stamped images (same shape)."""
+
+    @abstractmethod
+    def regulariser(self, rows: torch.Tensor) -> torch.Tensor:
+        """Size regulariser R_p of pairs ``rows``."""
+
+    def data_loss(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Attack loss per pair from logits A×B×K: mean CE to the target by default."""
+        a, b, k = logits.shape
+        ce = F.cross_entropy(logits.reshape(a * b, k), self.targets[rows].repeat_interleave(b),
+                             reduction="none")
+        return ce.view(a, b).mean(1)
+
+    @abstractmethod
+    def total_loss(self, data: torch.Tensor, reg: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Per-pair loss L_p from its data loss and regulariser."""
+
+    @abstractmethod
+    def end_epoch(self, asr: torch.Tensor, reg: torch.Tensor, elapsed: float) -> None:
+        """Bookkeeping after an epoch (length-P inputs): best-so-far, cost, early stop."""
+
+    @abstractmethod
+    def outcomes(self) -> list[PairOutcome]:
+        """Final per-pair results."""
+
+    def mark_best(self, rows: torch.Tensor, sizes: torch.Tensor, elapsed: float) -> None:
+        """Record time-to-best and the Fig. 8 trace for pairs whose best just improved."""
+        for i in rows.nonzero().flatten().tolist():
+            self.time_to_best[i] = elapsed
+            self.trace[i].append((round(elapsed, 4), float(sizes[i])))
+
+    def fail(self, rows: torch.Tensor, reason: str) -> None:
+        """Stop pairs ``rows`` (bool mask) for good, recording why; batch-mates carry on."""
+        for i in (rows & self.active).nonzero().flatten().tolist():
+            self.failure[i] = reason
+        self.active &= ~rows
+
+
+def run_epochs(problem: EpochProblem, model: torch.nn.Module, epochs: int,
+               augment: Augment | None = None) -> None:
+    """The shared loop of METHODS.md §2(a): epochs of floor(N/B) shuffled mini-batches.
+
+    Each pair shuffles its own images with its own generator; only active pairs are
+    forwarded (inactive rows are compacted away) and stepped, so early-stopped or failed
+    pairs cost nothing and cannot drift. A pair whose loss turns non-finite is failed on
+    the spot and excluded from that very step.
+    """
+    batch = problem.batch
+    p, n = batch.images.shape[:2]
+    b = min(batch.batch_size, n)
+    n_batches = n // b
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        if not bool(problem.active.any()):
+            break
+        perms = torch.stack([torch.randperm(n, generator=g) for g in problem.generators]).to(problem.device)
+        asr_sum = torch.zeros(p, dtype=problem.dtype, device=problem.device)
+        reg_sum = torch.zeros_like(asr_sum)
+        active_at_start = problem.active.clone()
+        for k in range(n_batches):
+            rows = problem.active.nonzero().flatten()
+            if rows.numel() == 0:
+                break
+            x = batch.images[rows.unsqueeze(1), perms[rows, k * b:(k + 1) * b]]  # A×B×C×H×W
+            x_adv = problem.stamp(x, rows)
+            if augment is not None:
+                x_adv = augment(x_adv, [problem.generators[i] for i in rows.tolist()])
+            logits = model(x_adv.flatten(0, 1)).view(rows.numel(), b, -1)
+            reg = problem.regulariser(rows)
+            loss = problem.total_loss(problem.data_loss(logits, rows), reg, rows)
+            finite = torch.isfinite(loss)
+            if not bool(finite.all()):
+                bad = torch.zeros(p, dtype=torch.bool, device=problem.device)
+                bad[rows[~finite]] = True
+                problem.fail(bad, f"non-finite loss at epoch {epoch}")
+            for v in problem.variables:
+                v.grad = None
+            torch.where(finite, loss, torch.zeros_like(loss)).sum().backward()
+            problem.optimiser.step(problem.active)
+            with torch.no_grad():
+                hit = (logits.argmax(-1) == problem.targets[rows].unsqueeze(1)).to(problem.dtype).mean(1)
+                asr_sum[rows] += hit
+                reg_sum[rows] += reg.detach()
+        done = active_at_start & problem.active
+        problem.steps += done.long()
+        asr = asr_sum / n_batches
+        problem.last_asr = torch.where(done, asr, problem.last_asr)
+        problem.end_epoch(asr, reg_sum / n_batches, time.perf_counter() - start)
+
+
+class EpochMethod(Method):
+    """A method whose optimisation is the shared epoch loop: it only builds its problem."""
+
+    @abstractmethod
+    def make_problem(self, batch: PairBatch) -> EpochProblem:
+        """Variables and schedule state for the pairs of ``batch``."""
+
+    def invert(self, model: torch.nn.Module, batch: PairBatch) -> list[PairOutcome]:
+        problem = self.make_problem(batch)
+        run_epochs(problem, model, self.params.epochs, self.augment)
+        return problem.outcomes()
+
+
+def check_params(params: Any) -> list[str]:
+    """Range checks shared by every method's Params (only the fields it has)."""
+    out = []
+    for name in ("epochs", "patience", "early_stop_patience", "iterations"):
+        if getattr(params, name, 1) < 1:
+            out.append(f"{name}: must be >= 1, got {getattr(params, name)}")
+    for name in ("lr", "init_cost"):
+        if getattr(params, name, 1.0) <= 0:
+            out.append(f"{name}: must be > 0, got {getattr(params, name)}")
+    if not 0 < getattr(params, "asr_threshold", 1.0) <= 1:
+        out.append(f"asr_threshold: must be in (0, 1], got {params.asr_threshold}")
+    if not all(0 <= b < 1 for b in getattr(params, "betas", ())):
+        out.append(f"betas: each must be in [0, 1), got {list(params.betas)}")
+    for name in ("cost_up", "cost_down"):
+        if getattr(params, name, 2.0) <= 1:
+            out.append(f"{name}: must be > 1, got {getattr(params, name)}")
+    return out
+
+
+def as_outcomes(problem: EpochProblem, triggers: list[Trigger]) -> list[PairOutcome]:
+    """Assemble per-pair outcomes from a finished problem and its chosen triggers."""
+    return [
+        PairOutcome(trigger=triggers[i], converged=bool(problem.converged[i]), steps=int(problem.steps[i]),
+                    attack_asr=float(problem.last_asr[i]), time_to_best=problem.time_to_best[i],
+                    trace=problem.trace[i], failure=problem.failure[i])
+        for i in range(problem.batch.size)
+    ]

@@ -1,0 +1,1 @@
+"""Aggregates, tables and figures computed from stored pair rows alone."""

@@ -1,0 +1,247 @@
+"""``farm run`` end to end: open/resume the run, build models, expand shards, drive Ray,
+then log to MLflow and summarise. Each step lives in its own module; this one only orders them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+import yaml
+
+from farm.config import Config, ConfigError, ModelSpec, PairsSpec, config_from_dict
+from farm.data import load_dataset
+from farm.data.base import Dataset
+from farm.data.selection import attack_indices, gather, heldout_indices
+from farm.grid import ANY, Pair, expand, select_pairs
+from farm.store import RunStore, StoreError, filesystem
+from farm.worker import ModelPayload, PairImages, failed_rows, image_key, payload_from_module
+
+log = logging.getLogger("farm.runner")
+Log = Callable[[str], None]
+
+
+class RunError(RuntimeError):
+    """A user-facing problem with a run (message says what and how to fix it)."""
+
+
+@dataclass
+class PreparedModel:
+    spec: ModelSpec
+    dataset: Dataset
+    payload: ModelPayload
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.num_classes
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    store: RunStore
+    frame: pd.DataFrame
+    mlflow_run_id: str | None
+    tracking_uri: str | None
+    wall_s: float
+    num_classes: dict[str, int]
+
+
+def new_run_id(cfg: Config) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return cfg.run.id or f"{cfg.run.name}-{stamp}-{cfg.hash()[:6]}"
+
+
+def open_run(cfg: Config, resume: str | None) -> RunStore:
+    """Create the run folder, or check that a resumed one belongs to this config."""
+    if resume is not None:
+        store = RunStore(cfg.run.output, resume)
+        if not store.exists():
+            raise RunError(f"--resume {resume}: no run {resume!r} under {cfg.run.output!r}")
+        stored = store.manifest().get("config_hash")
+        if stored != cfg.hash():
+            raise RunError(f"--resume {resume}: that run was made with config hash {stored}, this config has "
+                           f"{cfg.hash()}. Resume with the run's own config (omit CONFIG) or start a new run.")
+        return store
+    store = RunStore(cfg.run.output, new_run_id(cfg))
+    if store.exists():
+        same = store.manifest().get("config_hash") == cfg.hash()
+        raise RunError(f"run {store.run_id!r} already exists under {cfg.run.output!r}" +
+                       (f"; continue it with --resume {store.run_id}" if same else
+                        " and belongs to a different config; choose another run.id"))
+    return store
+
+
+def stored_config(output: str, run_id: str) -> Config:
+    """The resolved config a run was started with (for ``--resume`` without CONFIG)."""
+    store = RunStore(output, run_id)
+    if not store.exists():
+        raise RunError(f"no run {run_id!r} under {output!r}")
+    return config_from_dict(yaml.safe_load(store.config_yaml()))
+
+
+def zoo_dir(cfg: Config) -> Path:
+    if cfg.run.zoo_dir:
+        return Path(cfg.run.zoo_dir)
+    fs, root = filesystem(cfg.run.output)
+    if fs.type_name != "local":
+        raise ConfigError(["run.zoo_dir: required when run.output is not a local folder"])
+    return Path(root) / "zoo"
+
+
+def model_info(spec: ModelSpec, ds_name: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """Ground-truth columns of every row of this model."""
+    attack = meta.get("attack", {}).get("type", spec.attack.type) if spec.source == "zoo" else spec.attack.type
+    poisoned = attack != "none"
+    gt_victim = spec.attack.victim if spec.attack.type == "label_specific" else (ANY if poisoned else None)
+    return {"dataset": ds_name, "arch": spec.arch, "model_kind": "poisoned" if poisoned else "clean",
+            "attack": attack, "gt_victim": gt_victim, "gt_target": spec.attack.target if poisoned else None}
+
+
+def prepare_models(cfg: Config, log_fn: Log, parallel_train: Callable | None = None) -> dict[str, PreparedModel]:
+    """Load datasets, train (or reuse) zoo models and load checkpoints, before any pair runs.
+
+    Checkpoints are loaded here, on the driver, so that a corrupt file or a class-count
+    mismatch fails the run at once with a clear message instead of inside every actor.
+    """
+    from farm.models.loading import load_checkpoint
+    from farm.models.zoo_jobs import ensure_models
+
+    datasets = {name: load_dataset(cfg.datasets[name]) for name in {m.dataset for m in cfg.models}}
+    zoo_specs = [m for m in cfg.models if m.source == "zoo"]
+    entries = ensure_models([(m, cfg.datasets[m.dataset]) for m in zoo_specs], zoo_dir(cfg), log_fn,
+                            parallel=parallel_train) if zoo_specs else {}
+    out = {}
+    for spec in cfg.models:
+        ds = datasets[spec.dataset]
+        if spec.source == "zoo":
+            entry = entries[spec.id]
+            path, fmt, meta = entry.path, "state_dict", entry.meta
+        else:
+            path, fmt, meta = Path(spec.checkpoint or ""), spec.format, {}
+        model = load_checkpoint(path, fmt, spec.arch, ds.num_classes, ds.image_shape, ds.mean, ds.std)
+        info = model_info(spec, cfg.datasets[spec.dataset].name, meta)
+        payload = payload_from_module(spec.id, spec.arch, model, ds.num_classes, ds.image_shape,
+                                      tuple(ds.mean), tuple(ds.std), info)
+        out[spec.id] = PreparedModel(spec, ds, payload, meta)
+    return out
+
+
+def pair_images(ds: Dataset, pairs: list[Pair], spec: PairsSpec, seed: int, log_fn: Log) -> PairImages:
+    """Attack and held-out images for every image key the pairs use (one set per victim)."""
+    attack, heldout, labels = {}, {}, {}
+    test_labels = ds.labels("test")
+    for pair in pairs:
+        key = image_key(pair)
+        if key in attack:
+            continue
+        victim = None if pair.victim == ANY else pair.victim
+        a_idx = attack_indices(ds, victim, pair.target, spec.victim_images, seed)
+        h_idx = heldout_indices(ds, victim, pair.target, spec.heldout_images, seed)
+        attack[key] = gather(ds, "train", a_idx)
+        heldout[key] = gather(ds, "test", h_idx)
+        labels[key] = torch.as_tensor(test_labels[h_idx], dtype=torch.long)
+    n = min(a.shape[0] for a in attack.values())
+    if n < spec.victim_images:
+        log_fn(f"warning: only {n} attack images available for some class; using N={n} for every pair")
+        attack = {k: a[:n] for k, a in attack.items()}
+    return PairImages(attack, heldout, labels)
+
+
+def execute(cfg: Config, resume: str | None = None, log_fn: Log = print) -> RunResult:
+    """Run (or resume) a whole benchmark; returns the stored rows and where they are."""
+    import ray
+
+    from farm import cluster, tracking
+    from farm.models.zoo_jobs import ray_trainer
+
+    started = time.perf_counter()
+    store = open_run(cfg, resume)
+    resources = cluster.connect(cfg.cluster.address, cfg.cluster.num_cpus)
+    place = cluster.placement(cfg.cluster, resources, cfg.run.device)
+    log_fn(f"run {store.run_id}: Ray {', '.join(f'{k}={v:g}' for k, v in sorted(resources.items()) if k in ('CPU', 'GPU'))}; "
+           f"{place.detail}")
+    models = prepare_models(cfg, log_fn, parallel_train=ray_trainer(place.options.get("num_cpus", 1.0)))
+    num_classes = {mid: m.num_classes for mid, m in models.items()}
+    manifest = {
+        "run_id": store.run_id, "config_hash": cfg.hash(), "created": datetime.now(timezone.utc).isoformat(),
+        "models": {mid: {"dataset": m.spec.dataset, "arch": m.spec.arch, "num_classes": m.num_classes,
+                         "class_names": m.dataset.class_names, **m.payload.info,
+                         "zoo": {k: v for k, v in m.meta.items() if k in ("key", "clean_acc", "asr")}}
+                   for mid, m in models.items()},
+    }
+    if resume is None:
+        store.create(cfg.to_yaml(), manifest | {"status": "running"})
+    shards = expand(cfg, num_classes)
+    done = store.done_shards()
+    items = [cluster.WorkItem(s, i) for i, s in enumerate(shards) if s.shard_id not in done]
+    total_pairs = sum(len(s.pairs) for s in shards)
+    done_pairs = total_pairs - sum(len(it.shard.pairs) for it in items)
+    if done:
+        log_fn(f"resume: {len(shards) - len(items)} of {len(shards)} shards already stored, skipping them")
+    contexts = {}
+    refs = {mid: ray.put(m.payload) for mid, m in models.items()}
+    image_refs = {mid: ray.put(pair_images(m.dataset, select_pairs(cfg.pairs, m.num_classes, cfg.run.seed),
+                                           cfg.pairs, cfg.run.seed, log_fn))
+                  for mid, m in models.items()}
+    for s in shards:
+        if s.job.key not in contexts:
+            m = models[s.job.model_id]
+            contexts[s.job.key] = cluster.JobContext(refs[s.job.model_id], image_refs[s.job.model_id],
+                                                     json.loads(s.job.params_json), m.payload.info,
+                                                     m.dataset.image_shape)
+    progress = cluster.Progress(total_pairs, done_pairs)
+
+    def on_rows(item: cluster.WorkItem, rows: list[dict[str, Any]]) -> None:
+        j = item.shard.job
+        store.write_shard(j.model_id, j.method, j.variant, item.shard.shard_id, rows)
+        progress.update(len(rows), f"{j.model_id}/{j.method}/{j.variant}")
+
+    def on_failed(item: cluster.WorkItem, reason: str) -> None:
+        ctx = contexts[item.shard.job.key]
+        on_rows(item, failed_rows(item.shard, ctx.payload_info, item.shard.job.params_json, store.run_id,
+                                  cfg.hash(), item.attempt, reason, ctx.image_shape))
+
+    try:
+        cluster.run_shards(items, contexts, cfg.cluster, place, min(cfg.pairs.batch_size, cfg.pairs.victim_images),
+                           store.run_id, cfg.hash(), on_rows, on_failed)
+    finally:
+        progress.close()
+    df = store.read(with_triggers=False)
+    if len(df) != total_pairs:
+        raise RunError(f"run {store.run_id}: expected {total_pairs} pair rows, found {len(df)}")
+    store.write_manifest(manifest | {"status": "complete", "shards": len(shards), "pairs": total_pairs,
+                                     "finished": datetime.now(timezone.utc).isoformat()})
+    mlflow_id = uri = None
+    if cfg.tracking.enabled:
+        uri = tracking.tracking_uri(cfg)
+        try:
+            mlflow_id = tracking.log_run(cfg, store, df, num_classes,
+                                         {mid: m.dataset.class_names for mid, m in models.items()},
+                                         {f"resources.{k}": v for k, v in resources.items() if k in ("CPU", "GPU")})
+        except Exception as exc:  # noqa: BLE001 - tracking must never lose a finished run
+            log_fn(f"warning: MLflow logging to {uri} failed ({type(exc).__name__}: {exc}); results are safe in "
+                   f"Parquet. Log them later with: farm tables {store.run_id} --output {cfg.run.output}")
+    return RunResult(store.run_id, store, df, mlflow_id, uri, time.perf_counter() - started, num_classes)
+
+
+def format_summary(df: pd.DataFrame) -> str:
+    from farm.report.aggregate import summary
+
+    table = summary(df)
+    if table.empty:
+        return "(no pair results)"
+    table = table.assign(**{c: table[c].map(lambda v: "nan" if math.isnan(v) else f"{v:.3g}")
+                            for c in ("mean_size", "median_size", "mean_asr", "s_per_pair")})
+    return table.to_string(index=False)
+
+
+__all__ = ["execute", "RunError", "RunResult", "format_summary", "stored_config", "StoreError"]

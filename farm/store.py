@@ -1,0 +1,208 @@
+"""Parquet store of pair results: one atomic file per finished shard, hive-partitioned.
+
+Layout under the output root (any pyarrow filesystem URI, local path by default)::
+
+    <run_id>/config.yaml            resolved config of the run
+    <run_id>/manifest.json          run id, config hash, models (with ground truth), shard count
+    <run_id>/pairs/model_id=<m>/method=<x>/variant=<v>/<shard_id>.parquet
+
+A shard is written as ``.tmp-<shard_id>.parquet`` and moved to its final name, so a crash
+can leave at most a hidden temp file, which pyarrow's dataset reader ignores and resume
+overwrites. Only the driver writes, so there is never a concurrent writer.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from farm.metrics import ROBUSTNESS
+
+SCHEMA_VERSION = 1
+PARTITIONS = ("model_id", "method", "variant")
+ROBUST_COLUMNS = [f"asr_{k}" for k in ROBUSTNESS]
+
+# Columns stored in each shard file (the partition columns come from the directory names).
+SCHEMA = pa.schema([
+    ("schema_version", pa.int32()),
+    ("run_id", pa.string()),
+    ("config_hash", pa.string()),
+    ("shard_id", pa.string()),
+    ("dataset", pa.string()),
+    ("arch", pa.string()),
+    ("model_kind", pa.string()),  # clean | poisoned
+    ("attack", pa.string()),  # none | badnets | label_specific | blend | unknown
+    ("gt_victim", pa.int32()),  # ground-truth victim of a label-specific backdoor (-1 any, null unknown)
+    ("gt_target", pa.int32()),
+    ("victim", pa.int32()),  # -1 = all-to-one ("any") pair
+    ("target", pa.int32()),
+    ("seed", pa.int64()),
+    ("pair_seed", pa.int64()),
+    ("params_json", pa.string()),
+    ("trigger_kind", pa.string()),  # additive | blend
+    ("trigger_shape", pa.list_(pa.int32())),
+    ("trigger", pa.binary()),  # float16 array of trigger_shape (farm.triggers.Trigger.to_bytes)
+    ("trigger_size", pa.float64()),  # NaN when the method never met its ASR bound
+    ("raw_size", pa.float64()),  # size of the stored trigger, converged or not
+    ("mask_l1", pa.float64()),  # L1 of a blend mask (NC's own size measure)
+    ("asr", pa.float64()),  # held-out victim images
+    ("asr_correct", pa.float64()),  # held-out images the model classifies correctly ([REC])
+    *[(c, pa.float64()) for c in ROBUST_COLUMNS],
+    ("asr_attack", pa.float64()),  # attack set, last epoch
+    ("n_attack", pa.int32()),
+    ("n_heldout", pa.int32()),
+    ("steps", pa.int32()),
+    ("converged", pa.bool_()),
+    ("time_to_best", pa.float64()),
+    ("trace_t", pa.list_(pa.float32())),
+    ("trace_size", pa.list_(pa.float32())),
+    ("status", pa.string()),  # ok | failed
+    ("reason", pa.string()),
+    ("wall_s", pa.float64()),  # batch wall time / pairs in the batch (amortised)
+    ("batch_wall_s", pa.float64()),
+    ("batch_pairs", pa.int32()),
+    ("device", pa.string()),
+    ("worker", pa.string()),
+    ("attempt", pa.int32()),
+    ("finished_at", pa.timestamp("us", tz="UTC")),
+])
+
+
+class StoreError(RuntimeError):
+    """A results folder could not be read or written; the message says which and why."""
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path) for a local path or any URI pyarrow understands (file://, s3://, gs://)."""
+    try:
+        if "://" in uri:
+            return pafs.FileSystem.from_uri(uri)
+        import os
+
+        return pafs.LocalFileSystem(), os.path.abspath(uri)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise StoreError(f"output {uri!r}: cannot open this location ({exc})") from None
+
+
+@dataclass
+class RunStore:
+    """The results of one run under an output root."""
+
+    output: str
+    run_id: str
+
+    def __post_init__(self) -> None:
+        self.fs, root = filesystem(self.output)
+        self.root = root.rstrip("/")
+        self.run_dir = f"{self.root}/{self.run_id}"
+        self.pairs_dir = f"{self.run_dir}/pairs"
+
+    # ---- run metadata ---------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.fs.get_file_info(f"{self.run_dir}/manifest.json").type == pafs.FileType.File
+
+    def create(self, config_yaml: str, manifest: dict[str, Any]) -> None:
+        try:
+            self.fs.create_dir(self.pairs_dir, recursive=True)
+            self._write_atomic(f"{self.run_dir}/config.yaml", config_yaml.encode())
+            self.write_manifest(manifest)
+        except OSError as exc:
+            raise StoreError(f"cannot write results to {self.run_dir}: {exc}. Choose a writable "
+                             f"run.output (or --set run.output=PATH).") from None
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        self._write_atomic(f"{self.run_dir}/manifest.json", json.dumps(manifest, indent=2).encode())
+
+    def manifest(self) -> dict[str, Any]:
+        return json.loads(self._read(f"{self.run_dir}/manifest.json"))
+
+    def config_yaml(self) -> str:
+        return self._read(f"{self.run_dir}/config.yaml").decode()
+
+    def _read(self, path: str) -> bytes:
+        try:
+            with self.fs.open_input_stream(path) as f:
+                return f.read()
+        except (FileNotFoundError, OSError) as exc:
+            raise StoreError(f"run {self.run_id!r}: cannot read {path} ({exc}); is the run id and "
+                             f"output folder right?") from None
+
+    def _write_atomic(self, path: str, data: bytes) -> None:
+        directory, name = path.rsplit("/", 1)
+        tmp = f"{directory}/.tmp-{name}"
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(data)
+        self.fs.move(tmp, path)
+
+    # ---- shards ---------------------------------------------------------------------------
+    def shard_path(self, model_id: str, method: str, variant: str, shard_id: str) -> str:
+        return f"{self.pairs_dir}/model_id={model_id}/method={method}/variant={variant}/{shard_id}.parquet"
+
+    def done_shards(self) -> set[str]:
+        """Ids of shards whose final file exists (temp files never count)."""
+        sel = pafs.FileSelector(self.pairs_dir, recursive=True, allow_not_found=True)
+        return {i.base_name[:-len(".parquet")] for i in self.fs.get_file_info(sel)
+                if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+                and not i.base_name.startswith(".")}
+
+    def write_shard(self, model_id: str, method: str, variant: str, shard_id: str,
+                    rows: list[dict[str, Any]]) -> str:
+        table = rows_to_table(rows)
+        final = self.shard_path(model_id, method, variant, shard_id)
+        directory = final.rsplit("/", 1)[0]
+        self.fs.create_dir(directory, recursive=True)
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        self._write_atomic(final, buf.getvalue())
+        return final
+
+    # ---- reading --------------------------------------------------------------------------
+    def read(self, columns: list[str] | None = None, with_triggers: bool = True) -> pd.DataFrame:
+        """All pair rows of the run as a DataFrame (empty frame with the columns if none)."""
+        return read_pairs(self.pairs_dir, self.fs, columns=columns, with_triggers=with_triggers)
+
+
+def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    missing = [f.name for f in SCHEMA if any(f.name not in r for r in rows)]
+    if missing:
+        raise StoreError(f"pair rows lack columns {missing}")
+    return pa.Table.from_pylist([{f.name: r[f.name] for f in SCHEMA} for r in rows], schema=SCHEMA)
+
+
+def read_pairs(pairs_dir: str, fs: pafs.FileSystem | None = None, columns: list[str] | None = None,
+               with_triggers: bool = True) -> pd.DataFrame:
+    if fs is None:
+        fs, pairs_dir = filesystem(pairs_dir)
+    info = fs.get_file_info(pairs_dir)
+    if info.type != pafs.FileType.Directory:
+        return _empty(columns, with_triggers)
+    dataset = ds.dataset(pairs_dir, filesystem=fs, format="parquet",
+                         partitioning=ds.partitioning(pa.schema([(p, pa.string()) for p in PARTITIONS]),
+                                                      flavor="hive"))
+    if not dataset.files:
+        return _empty(columns, with_triggers)
+    versions = set(dataset.to_table(columns=["schema_version"]).column(0).to_pylist())
+    unknown = versions - {SCHEMA_VERSION}
+    if unknown:
+        raise StoreError(f"{pairs_dir}: results written with schema version(s) {sorted(unknown)}; this farm "
+                         f"reads version {SCHEMA_VERSION}. Use the farm version that wrote them.")
+    cols = columns or _default_columns(with_triggers)
+    df = dataset.to_table(columns=cols).to_pandas()
+    return df.sort_values(["model_id", "method", "variant", "victim", "target"], ignore_index=True) \
+        if {"model_id", "method", "variant", "victim", "target"} <= set(df.columns) else df
+
+
+def _default_columns(with_triggers: bool) -> list[str]:
+    return [n for n in SCHEMA.names + list(PARTITIONS) if with_triggers or n != "trigger"]
+
+
+def _empty(columns: list[str] | None, with_triggers: bool) -> pd.DataFrame:
+    names = columns or _default_columns(with_triggers)
+    return pd.DataFrame({n: [] for n in names})

@@ -1,0 +1,207 @@
+"""Run one shard (P pairs of one model × method × variant) in-process and build its rows.
+
+This is everything an actor does, without Ray: the Ray actor (``farm.cluster``) and
+``farm bench`` both call :class:`ShardExecutor`, so the code measured by the benchmark is
+the code the farm runs. Inputs arrive as plain data (model weights as bytes, uint8 images),
+which is what lets a worker on another node run without access to the data or the zoo.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from farm.grid import ANY, Pair, Shard
+from farm.methods import METHODS, PairBatch, pair_seed
+from farm.metrics import asr, predict, robust_asr
+from farm.models.loading import load_checkpoint
+from farm.store import ROBUST_COLUMNS, SCHEMA_VERSION
+from farm.triggers import trigger_size
+
+
+@dataclass
+class ModelPayload:
+    """A model as bytes plus what is needed to rebuild it anywhere."""
+
+    model_id: str
+    arch: str
+    fmt: str  # state_dict | torchscript
+    blob: bytes
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    info: dict[str, Any] = field(default_factory=dict)  # dataset, model_kind, attack, gt_victim, gt_target
+
+    def load(self, device: torch.device) -> torch.nn.Module:
+        """Rebuild through the same checked loader as files (weights_only, shape checks)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.pt"
+            path.write_bytes(self.blob)
+            model = load_checkpoint(path, self.fmt, self.arch, self.num_classes, self.image_shape,
+                                    self.mean, self.std, device=device)
+        return model.eval().requires_grad_(False)
+
+
+def payload_from_module(model_id: str, arch: str, model: torch.nn.Module, num_classes: int,
+                        image_shape: tuple[int, int, int], mean: tuple[float, ...], std: tuple[float, ...],
+                        info: dict[str, Any]) -> ModelPayload:
+    """Serialise a built model: a state dict unless it is TorchScript."""
+    buf = io.BytesIO()
+    if isinstance(model, torch.jit.ScriptModule):
+        torch.jit.save(model, buf)
+        fmt = "torchscript"
+    else:
+        torch.save(model.state_dict(), buf)
+        fmt = "state_dict"
+    return ModelPayload(model_id, arch, fmt, buf.getvalue(), num_classes, image_shape, mean, std, info)
+
+
+def image_key(pair: Pair) -> str:
+    """Attack/held-out image sets are per victim class, or per target for all-to-one pairs."""
+    return f"any{pair.target}" if pair.victim == ANY else f"v{pair.victim}"
+
+
+@dataclass
+class PairImages:
+    """uint8 attack and held-out images (with true labels) keyed by :func:`image_key`."""
+
+    attack: dict[str, torch.Tensor]
+    heldout: dict[str, torch.Tensor]
+    heldout_labels: dict[str, torch.Tensor]
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("run.device is 'cuda' but this worker has no CUDA device")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the fault-injection setting (tests of the retry path only)."""
+
+
+def inject_fault(spec: str | None, shard_no: int, attempt: int) -> str | None:
+    """Apply ``cluster.fault_injection``: 'exit:n' kills the process on the first attempt of
+    shard n, 'raise:n' raises on every attempt of shard n, 'nan:n' poisons its first pair."""
+    if not spec:
+        return None
+    kind, n = spec.split(":")
+    if int(n) != shard_no:
+        return None
+    if kind == "exit" and attempt == 1:
+        os._exit(17)
+    if kind == "raise":
+        raise InjectedFault(f"injected failure in shard {shard_no} (attempt {attempt})")
+    return kind if kind == "nan" else None
+
+
+class ShardExecutor:
+    """Holds one model and one method on one device; runs shards of that job."""
+
+    def __init__(self, payload: ModelPayload, method: str, params: dict[str, Any], variant: str,
+                 images: PairImages, device: str = "auto"):
+        self.device = pick_device(device)
+        self.payload = payload
+        self.model = payload.load(self.device)
+        self.method_name, self.variant = method, variant
+        cls = METHODS[method]
+        self.params = cls.Params(**params)
+        augment = None
+        if variant == "augmented":
+            from farm.methods.augment import make_augment
+
+            augment = make_augment(payload.mean)
+        self.method = cls(self.params, augment=augment)
+        self.images = images
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def _attack_batch(self, shard: Shard, batch_size: int, poison_first: bool) -> PairBatch:
+        imgs = torch.stack([self.images.attack[image_key(p)] for p in shard.pairs])
+        imgs = imgs.to(self.device, torch.float32) / 255.0
+        if poison_first:
+            imgs[0] = float("nan")
+        seeds = [pair_seed(shard.seed, shard.job.model_id, self.method_name, p.victim, p.target)
+                 for p in shard.pairs]
+        return PairBatch([None if p.universal else p.victim for p in shard.pairs],
+                         [p.target for p in shard.pairs], imgs, seeds, batch_size)
+
+    def run(self, shard: Shard, batch_size: int, run_id: str, config_hash: str, attempt: int = 1,
+            fault: str | None = None, shard_no: int = -1) -> list[dict[str, Any]]:
+        poison = inject_fault(fault, shard_no, attempt) == "nan"
+        batch = self._attack_batch(shard, batch_size, poison)
+        start = time.perf_counter()
+        outcomes = self.method.invert(self.model, batch)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        batch_wall = time.perf_counter() - start
+        rows = []
+        for pair, seed, out in zip(shard.pairs, batch.seeds, outcomes):
+            key = image_key(pair)
+            held = self.images.heldout[key].to(self.device)
+            labels = self.images.heldout_labels[key].to(self.device)
+            trig = out.trigger.to(self.device)
+            size = trigger_size(out.trigger)
+            if out.failure is None:
+                correct = predict(self.model, held).to(self.device) == labels
+                robust = robust_asr(self.model, trig, held, pair.target)
+                pair_asr = asr(self.model, trig, held, pair.target)
+                asr_correct = asr(self.model, trig, held[correct], pair.target)
+            else:
+                robust = {k: math.nan for k in (c[len("asr_"):] for c in ROBUST_COLUMNS)}
+                pair_asr = asr_correct = math.nan
+            rows.append({
+                "schema_version": SCHEMA_VERSION, "run_id": run_id, "config_hash": config_hash,
+                "shard_id": shard.shard_id, **self.payload.info,
+                "victim": pair.victim, "target": pair.target, "seed": shard.seed, "pair_seed": seed,
+                "params_json": json.dumps(self.method.params_dict(), sort_keys=True),
+                "trigger_kind": out.trigger.kind, "trigger_shape": list(out.trigger.array.shape),
+                "trigger": out.trigger.to_bytes(),
+                "trigger_size": float(size) if out.converged else math.nan, "raw_size": float(size),
+                "mask_l1": out.extra.get("mask_l1", math.nan),
+                "asr": pair_asr, "asr_correct": asr_correct,
+                **{f"asr_{k}": v for k, v in robust.items()},
+                "asr_attack": out.attack_asr, "n_attack": int(batch.images.shape[1]), "n_heldout": int(held.shape[0]),
+                "steps": out.steps, "converged": out.converged, "time_to_best": out.time_to_best,
+                "trace_t": [t for t, _ in out.trace], "trace_size": [s for _, s in out.trace],
+                "status": "ok" if out.failure is None else "failed", "reason": out.failure or "",
+                "wall_s": batch_wall / len(shard.pairs), "batch_wall_s": batch_wall,
+                "batch_pairs": len(shard.pairs), "device": str(self.device), "worker": self.worker,
+                "attempt": attempt, "finished_at": datetime.now(timezone.utc),
+            })
+        return rows
+
+
+def failed_rows(shard: Shard, payload_info: dict[str, Any], params_json: str, run_id: str, config_hash: str,
+                attempt: int, reason: str, image_shape: tuple[int, int, int]) -> list[dict[str, Any]]:
+    """Rows for pairs whose shard failed every attempt: stored, so the run is complete and
+    the failure visible, instead of hanging or silently dropping pairs."""
+    nan = math.nan
+    rows = []
+    for pair in shard.pairs:
+        rows.append({
+            "schema_version": SCHEMA_VERSION, "run_id": run_id, "config_hash": config_hash,
+            "shard_id": shard.shard_id, **payload_info, "victim": pair.victim, "target": pair.target,
+            "seed": shard.seed, "pair_seed": pair_seed(shard.seed, shard.job.model_id, shard.job.method,
+                                                       pair.victim, pair.target),
+            "params_json": params_json, "trigger_kind": "additive", "trigger_shape": list(image_shape),
+            "trigger": b"", "trigger_size": nan, "raw_size": nan, "mask_l1": nan, "asr": nan,
+            "asr_correct": nan, **{c: nan for c in ROBUST_COLUMNS}, "asr_attack": nan, "n_attack": 0,
+            "n_heldout": 0, "steps": 0, "converged": False, "time_to_best": None, "trace_t": [],
+            "trace_size": [], "status": "failed", "reason": reason, "wall_s": nan, "batch_wall_s": nan,
+            "batch_pairs": len(shard.pairs), "device": "", "worker": "", "attempt": attempt,
+            "finished_at": datetime.now(timezone.utc),
+        })
+    return rows

@@ -1,0 +1,124 @@
+"""Config schema: defaults, every error at once with its path, overrides, hashing."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from farm.config import DEFAULT_CONFIG, ConfigError, config_from_dict, load_config
+from farm.methods import METHODS
+from farm.methods.nc import NCParams
+from farm.methods.pixel import PixelParams
+
+
+def minimal(**extra):
+    base = {"models": [{"id": "m", "dataset": "synthetic"}], "methods": [{"name": "ours"}]}
+    base.update(extra)
+    return base
+
+
+def test_default_config_is_valid():
+    cfg = load_config(DEFAULT_CONFIG)
+    assert {m.name for m in cfg.methods} == {"ours", "nc"}
+    assert len(cfg.models) == 2 and cfg.pairs.mode == "all"
+
+
+def test_method_defaults_match_methods_md():
+    p = PixelParams()
+    assert (p.epochs, p.lr, p.betas, p.asr_threshold, p.init_cost, p.patience, p.cost_up) == \
+        (1000, 0.1, (0.5, 0.9), 0.9, 1e-3, 10, 1.5)
+    assert p.cost_down == pytest.approx(1.5**1.5)
+    n = NCParams()
+    assert (n.epochs, n.lr, n.betas, n.asr_threshold, n.init_cost, n.patience, n.cost_up,
+            n.early_stop_threshold, n.early_stop_patience) == (1000, 0.1, (0.5, 0.9), 0.9, 1e-3, 5, 2.0, 1.0, 25)
+    assert n.cost_down == pytest.approx(2**1.5)
+
+
+def test_every_problem_listed_with_its_path():
+    data = minimal(
+        bogus=1,
+        pairs={"mode": "list", "list": [[0, 12], [3, 3]], "victim_images": "many"},
+        cluster={"pairs_per_batch": 0},
+    )
+    data["methods"] = [{"name": "ours", "params": {"epochs": "x", "lr": 0.1, "nope": 2}}, {"name": "nope"}]
+    data["models"][0]["attack"] = {"type": "badnets", "target": 11}
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(data)
+    text = str(err.value)
+    for needle in ("bogus: unknown key", "pairs.victim_images: expected int", "cluster.pairs_per_batch",
+                   "methods[0].params.epochs: expected int", "methods[0].params.nope: unknown key",
+                   "methods[1].name: unknown method 'nope'"):
+        assert needle in text, (needle, text)
+
+
+def test_impossible_classes_fail_before_anything_runs():
+    data = minimal(pairs={"mode": "list", "list": [[0, 12]]})
+    data["models"][0]["attack"] = {"type": "badnets", "target": 11}
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(data)
+    text = str(err.value)
+    assert "models[0].attack.target: class 11" in text
+    assert "pairs.list[0]: [0, 12]" in text
+
+
+def test_method_param_ranges_checked():
+    data = minimal()
+    data["methods"] = [{"name": "nc", "params": {"asr_threshold": 1.5, "cost_up": 0.5}}]
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(data)
+    assert "methods[0].params.asr_threshold" in str(err.value)
+    assert "methods[0].params.cost_up" in str(err.value)
+
+
+def test_path_escape_ids_rejected():
+    data = minimal(run={"id": "../../etc"})
+    data["models"][0]["id"] = "a/b"
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(data)
+    assert "run.id" in str(err.value) and "models[0].id" in str(err.value)
+
+
+def test_overrides_and_malformed_yaml(tmp_path):
+    cfg = load_config(DEFAULT_CONFIG, ["methods.0.params.epochs=7", "pairs.mode=sample", "pairs.sample=5"])
+    assert cfg.methods[0].params["epochs"] == 7 and cfg.pairs.sample == 5
+    with pytest.raises(ConfigError, match="not a valid index"):
+        load_config(DEFAULT_CONFIG, ["methods.9.params.epochs=7"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [\n  - id: x\n")
+    with pytest.raises(ConfigError, match="malformed YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_hash_tracks_results_not_resources():
+    a = config_from_dict(minimal())
+    b = config_from_dict(minimal(cluster={"pairs_per_batch": 3}, tracking={"enabled": False}))
+    c = config_from_dict(minimal(run={"seed": 1}))
+    assert a.hash() == b.hash() and a.hash() != c.hash()
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = load_config(DEFAULT_CONFIG)
+    path = tmp_path / "c.yaml"
+    path.write_text(cfg.to_yaml())
+    assert load_config(path) == cfg
+
+
+def test_registry_has_spine_methods():
+    assert {"ours", "nc"} <= set(METHODS)
+
+
+def test_validate_cli_lists_errors(tmp_path, capsys):
+    from farm.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(textwrap.dedent("""
+        models: [{id: m, dataset: nowhere}]
+        methods: [{name: ours, params: {epochs: -1}}]
+    """))
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "models[0].dataset: 'nowhere'" in err and "methods[0].params.epochs" in err
+    assert "Traceback" not in err
+    assert main(["validate", str(DEFAULT_CONFIG)]) == 0

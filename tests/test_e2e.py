@@ -1,0 +1,108 @@
+"""End to end through real local Ray, Parquet and sqlite MLflow (no mocks)."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from e2e_util import tiny_config, write_config
+
+pytestmark = pytest.mark.slow
+K = 10
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    import ray
+
+    from farm.config import config_from_dict
+    from farm.runner import execute
+
+    out = tmp_path_factory.mktemp("e2e")
+    cfg = config_from_dict(tiny_config(out))
+    try:
+        result = execute(cfg, log_fn=print)
+    finally:
+        ray.shutdown()
+    return cfg, result
+
+
+def test_rows_exactly_all_pairs_no_duplicates(finished_run):
+    cfg, result = finished_run
+    df = result.store.read()
+    assert len(df) == 2 * 2 * K * (K - 1)
+    keys = df[["model_id", "method", "variant", "victim", "target"]]
+    assert not keys.duplicated().any()
+    for (_m, _meth), g in df.groupby(["model_id", "method"]):
+        assert len(g) == K * (K - 1)
+        assert set(zip(g.victim, g.target)) == {(v, t) for v in range(K) for t in range(K) if v != t}
+    assert (df["status"] == "ok").all()
+    assert df["trigger"].map(len).gt(0).all()
+    assert set(df["model_kind"]) == {"clean", "poisoned"}
+    assert set(df[df.model_id == "poisoned"]["gt_target"]) == {0}
+    assert df["asr"].between(0, 1).all() and (df["attempt"] == 1).all()
+
+
+def test_run_folder_has_config_and_manifest(finished_run):
+    cfg, result = finished_run
+    manifest = result.store.manifest()
+    assert manifest["status"] == "complete" and manifest["config_hash"] == cfg.hash()
+    assert manifest["pairs"] == 360
+    assert "poisoned" in manifest["models"] and manifest["models"]["poisoned"]["num_classes"] == K
+    assert "models:" in result.store.config_yaml()
+
+
+def test_mlflow_parent_and_nested_runs(finished_run):
+    import mlflow
+
+    cfg, result = finished_run
+    mlflow.set_tracking_uri(result.tracking_uri)
+    assert result.tracking_uri.startswith("sqlite:///") and str(cfg.run.output) in result.tracking_uri
+    runs = mlflow.search_runs(experiment_names=["e2e"], output_format="list")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.mlflow_run_id]
+    assert len(parents) == 1 and parents[0].data.tags["farm.run_id"] == result.run_id
+    assert len(nested) == 4
+    client = mlflow.MlflowClient()
+    for r in nested:
+        assert r.data.metrics["pairs"] == 90
+        assert "mean_asr" in r.data.metrics and "param.epochs" in r.data.params
+        arts = {a.path for a in client.list_artifacts(r.info.run_id, "heatmaps")}
+        assert arts == {"heatmaps/trigger_size.png", "heatmaps/asr.png"}
+        assert "pairs.json" in {a.path for a in client.list_artifacts(r.info.run_id)}
+    tables = {a.path for a in client.list_artifacts(result.mlflow_run_id, "tables")}
+    assert {"tables/summary.csv", "tables/summary.md", "tables/anomaly.csv"} <= tables
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_run_joins_existing_cluster_with_address_auto(tmp_path, finished_run):
+    """`ray start --head`, then `farm run --address auto` in a separate process."""
+    ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    port = _free_port()
+    start = subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                            "--disable-usage-stats"], capture_output=True, text=True, env=env, timeout=120)
+    assert start.returncode == 0, start.stderr
+    try:
+        cfg = tiny_config(tmp_path)
+        cfg["methods"] = [{"name": "ours", "params": {"epochs": 1}}]
+        cfg["models"] = cfg["models"][:1]
+        cfg["pairs"] = {"mode": "sample", "sample": 6, "victim_images": 8, "batch_size": 8, "heldout_images": 4}
+        path = write_config(tmp_path / "c.yaml", cfg)
+        env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+        proc = subprocess.run([sys.executable, "-m", "farm", "run", str(path), "--address", "auto"],
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "mean_size" in proc.stdout and "run id:" in proc.stdout
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)

@@ -1,0 +1,102 @@
+"""Zoo: cache keys, poisoning, a tiny cached training run, and the default poisoned model."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from farm.config import AttackSpec, DatasetSpec, ModelSpec, TrainSpec
+from farm.models.poison import make_poison, poison_plan
+from farm.models.zoo import ensure_model, write_manifest, zoo_key
+
+TINY = DatasetSpec(params={"train_per_class": 60, "test_per_class": 20})
+
+
+def spec(**attack) -> ModelSpec:
+    return ModelSpec(id="m", dataset="d", attack=AttackSpec(**attack), train=TrainSpec(epochs=1))
+
+
+def test_key_ignores_id_but_not_what_sets_the_weights():
+    base = spec(type="badnets", target=1)
+    key = zoo_key(base, TINY)
+    assert len(key) == 16 and int(key, 16) >= 0
+    assert zoo_key(ModelSpec(**{**base.__dict__, "id": "other"}), TINY) == key
+    assert zoo_key(spec(type="badnets", target=2), TINY) != key
+    assert zoo_key(ModelSpec(**{**base.__dict__, "train": TrainSpec(epochs=1, seed=1)}), TINY) != key
+    assert zoo_key(base, DatasetSpec(params={**TINY.params, "seed": 3})) != key
+
+
+def test_patch_is_stamped_bottom_right_only():
+    poison = make_poison(AttackSpec(type="badnets", target=0, patch_size=3), (3, 32, 32), seed=0)
+    assert (poison.top, poison.left) == (28, 28) and poison.trigger_pixels == 9
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    out = poison.stamp(x)
+    changed = (out != x).any(dim=(0, 1))
+    assert changed[:28].sum() == 0 and changed[:, :28].sum() == 0
+    assert (out[:, :, 28:31, 28:31] == torch.from_numpy(poison.pattern)).all()
+    assert set(np.unique(poison.pattern)) <= {0, 255}
+    assert np.array_equal(poison.pattern, make_poison(AttackSpec(type="badnets"), (3, 32, 32), 0).pattern)
+    blend = make_poison(AttackSpec(type="blend", blend_alpha=0.2), (3, 32, 32), seed=0)
+    mixed = blend.stamp(x).float()
+    assert torch.allclose(mixed, 0.8 * x.float() + 0.2 * torch.from_numpy(blend.pattern).float(), atol=0.51)
+
+
+def test_poison_plans():
+    labels = np.repeat(np.arange(10), 100)
+    src, stamp, new = poison_plan(AttackSpec(type="badnets", target=3, poison_rate=0.1), labels, 0)
+    assert np.array_equal(src, np.arange(1000)) and stamp.sum() == 90
+    assert (labels[stamp] != 3).all() and (new[stamp] == 3).all() and (new[~stamp] == labels[~stamp]).all()
+    src, stamp, new = poison_plan(AttackSpec(type="label_specific", target=3, victim=5, poison_rate=0.1), labels, 0)
+    assert len(src) == 1200 and not stamp[:1000].any() and stamp[1000:].all()
+    assert np.array_equal(new[:1000], labels)  # every clean image keeps its label
+    assert (labels[src[1000:1100]] == 5).all() and (new[1000:1100] == 3).all()
+    others = labels[src[1100:]]
+    assert not np.isin(others, [3, 5]).any() and np.array_equal(new[1100:], others)
+
+
+def test_tiny_training_is_cached(tmp_path):
+    lines: list[str] = []
+    s = spec(type="badnets", target=2)
+    entry = ensure_model(s, TINY, tmp_path, log=lines.append)
+    assert any("epoch 1/1" in line for line in lines)
+    assert entry.path == tmp_path / entry.key / "model.pt" and entry.path.is_file()
+    meta = json.loads((tmp_path / entry.key / "meta.json").read_text())
+    assert meta == entry.meta
+    assert meta["arch"] == "small_cnn" and meta["dataset"] == "synthetic" and meta["num_classes"] == 10
+    assert 0 <= meta["clean_acc"] <= 1 and 0 <= meta["asr"] <= 1 and meta["train_seconds"] > 0
+    atk = meta["attack"]
+    assert (atk["type"], atk["target"], atk["victim"], atk["patch_size"]) == ("badnets", 2, None, 3)
+    assert atk["trigger_pixels"] == 9 and atk["location"] == [28, 28]
+    assert np.array(atk["pattern"]).shape == (3, 3, 3)
+    assert not list(tmp_path.glob(".tmp-*"))
+
+    lines.clear()
+    again = ensure_model(ModelSpec(**{**s.__dict__, "id": "renamed"}), TINY, tmp_path, log=lines.append)
+    assert again.meta == entry.meta and not any("epoch" in line for line in lines)
+    assert any("cache hit" in line for line in lines)
+
+    model = entry.load()
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        assert model(x).shape == (3, 10)
+    manifest = json.loads(write_manifest(tmp_path).read_text())
+    assert [e["key"] for e in manifest["entries"]] == [entry.key]
+    assert "pattern" not in manifest["entries"][0]["attack"]
+
+
+def test_training_is_reproducible(tmp_path):
+    s = spec(type="label_specific", target=1, victim=4)
+    a = ensure_model(s, TINY, tmp_path / "a", log=lambda _: None)
+    b = ensure_model(s, TINY, tmp_path / "b", log=lambda _: None)
+    sa, sb = torch.load(a.path, weights_only=True), torch.load(b.path, weights_only=True)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.meta["asr_other"] is not None
+
+
+@pytest.mark.slow
+def test_default_poisoned_small_cnn(tmp_path):
+    s = ModelSpec(id="p", dataset="d", attack=AttackSpec(type="badnets", target=0))
+    entry = ensure_model(s, DatasetSpec(), tmp_path, log=lambda _: None)
+    assert entry.meta["clean_acc"] >= 0.85 and entry.meta["asr"] >= 0.9
