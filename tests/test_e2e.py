@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -86,13 +87,19 @@ def _free_port() -> int:
 
 
 def test_cli_run_joins_existing_cluster_with_address_auto(tmp_path, finished_run):
-    """`ray start --head`, then `farm run --address auto` in a separate process."""
+    """`ray start --head`, then `farm run --address auto` in a separate process.
+
+    The head runs with --block in its own process group and is stopped by signalling that
+    group, never with `ray stop`, which would kill every Ray cluster on the machine.
+    """
     ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     port = _free_port()
-    start = subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                            "--disable-usage-stats"], capture_output=True, text=True, env=env, timeout=120)
-    assert start.returncode == 0, start.stderr
+    head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--node-ip-address=127.0.0.1",
+                             "--include-dashboard=false", "--disable-usage-stats",
+                             f"--temp-dir={tmp_path / 'ray'}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     try:
         cfg = tiny_config(tmp_path)
         cfg["methods"] = [{"name": "ours", "params": {"epochs": 1}}]
@@ -105,4 +112,8 @@ def test_cli_run_joins_existing_cluster_with_address_auto(tmp_path, finished_run
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "mean_size" in proc.stdout and "run id:" in proc.stdout
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)

@@ -3,7 +3,8 @@
 Datasets register by name (``@register``); a config's ``datasets.<key>.params`` are checked
 against the class's frozen ``Params`` dataclass before anything runs, and
 :func:`load_dataset` builds each distinct spec once per process, because the driver, the zoo
-and the report all ask for the same data and synthetic generation / decoding is not free.
+and the report all ask for the same data and synthetic generation / decoding is not free. A registered class is constructed as
+``cls(spec, cls.Params(**spec.params))``.
 """
 from __future__ import annotations
 
