@@ -36,3 +36,59 @@ def tiny_model() -> nn.Module:
 def tiny_images(p: int, n: int, hw: int = 8, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand((p, n, 3, hw, hw), generator=g, dtype=torch.float64)
+
+
+# ---- zoo models for recovery tests (trained once per session, a few seconds each) ----------
+ZOO_DATA = {"name": "synthetic", "params": {"train_per_class": 300, "test_per_class": 60}}
+
+
+def zoo_model(tmp_root, attack: dict, model_id: str):
+    """(model, dataset, meta) of a small_cnn trained by the real zoo code on synthetic data."""
+    from farm.config import DatasetSpec, ModelSpec
+    from farm.data import load_dataset
+    from farm.models.zoo import ensure_model
+    from farm.schema import build
+
+    ds_spec = build(DatasetSpec, ZOO_DATA)
+    spec = build(ModelSpec, {"id": model_id, "dataset": "syn", "arch": "small_cnn", "attack": attack})
+    entry = ensure_model(spec, ds_spec, tmp_root, log=lambda _m: None)
+    model = entry.load("cpu").eval().requires_grad_(False)
+    return model, load_dataset(ds_spec), entry.meta
+
+
+@pytest.fixture(scope="session")
+def zoo_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("zoo")
+
+
+@pytest.fixture(scope="session")
+def badnets_model(zoo_root):
+    """All-to-one BadNets small_cnn, target 0, 3x3 patch."""
+    return zoo_model(zoo_root, {"type": "badnets", "target": 0, "patch_size": 3}, "badnets")
+
+
+@pytest.fixture(scope="session")
+def clean_model(zoo_root):
+    return zoo_model(zoo_root, {"type": "none"}, "clean")
+
+
+@pytest.fixture(scope="session")
+def label_specific_model(zoo_root):
+    """Label-specific backdoor: victim 2 -> target 5."""
+    return zoo_model(zoo_root, {"type": "label_specific", "victim": 2, "target": 5, "patch_size": 3}, "ls")
+
+
+def attack_batch(ds, pairs: list[tuple[int | None, int]], n: int = 32, seed: int = 0):
+    """A PairBatch of real attack images for (victim or None, target) pairs."""
+    from farm.data.selection import attack_indices, gather
+    from farm.methods import PairBatch, pair_seed
+
+    imgs = torch.stack([gather(ds, "train", attack_indices(ds, v, t, n, seed)) for v, t in pairs]).float() / 255
+    seeds = [pair_seed(seed, "test", "m", -1 if v is None else v, t) for v, t in pairs]
+    return PairBatch([v for v, _ in pairs], [t for _, t in pairs], imgs, seeds, batch_size=32)
+
+
+def heldout(ds, victim: int | None, target: int, max_n: int | None = None):
+    from farm.data.selection import gather, heldout_indices
+
+    return gather(ds, "test", heldout_indices(ds, victim, target, max_n, 0))
