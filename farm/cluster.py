@@ -44,8 +44,9 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float
         if address:
             ray.init(address=address, **kwargs)
         else:
-            # A local cluster stays on loopback: nothing outside this machine needs to reach it.
-            ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
+            # "local" always starts a private cluster (address=None would silently join any
+            # `ray start` head on the machine); it stays on loopback.
+            ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 
 

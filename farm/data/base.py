@@ -30,6 +30,7 @@ class Dataset(ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type] = NoParams
+    version: ClassVar[int] = 1  # bump when the same spec yields different images (zoo cache key)
     num_classes: int
     class_names: list[str]
     image_shape: tuple[int, int, int]  # C, H, W

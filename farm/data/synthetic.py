@@ -40,6 +40,7 @@ class SyntheticParams:
     distractors: int = 2  # shapes pasted from other classes at random places
     mix: float = 0.6  # max share of another class's texture blended in
     jitter: float = 0.2  # per-channel colour gain / offset jitter
+    radius: tuple[float, float] = (3.0, 3.0)  # range of class-shape radii, pixels
 
     def check(self) -> list[str]:
         out = []
@@ -49,6 +50,8 @@ class SyntheticParams:
             out.append("train_per_class, test_per_class: must be >= 1")
         if not 0 <= self.mix < 1:
             out.append(f"mix: must be in [0, 1), got {self.mix}")
+        if not 0 < self.radius[0] <= self.radius[1]:
+            out.append(f"radius: expected 0 < low <= high, got {list(self.radius)}")
         if self.noise < 0 or self.jitter < 0 or self.shift < 0 or self.shapes < 1 or self.distractors < 0:
             out.append("noise, jitter, shift, distractors: must be >= 0; shapes >= 1")
         return out
@@ -87,6 +90,7 @@ class Synthetic(Dataset):
 
     name = "synthetic"
     Params = SyntheticParams
+    version = 2  # 2: fixed class-shape radius (homogeneous class difficulty, see docs/methods.md)
 
     @classmethod
     def known_num_classes(cls, spec: "DatasetSpec") -> int | None:
@@ -126,7 +130,7 @@ class Synthetic(Dataset):
             kind=rng.integers(0, 3, size=(k, p.shapes)),
             cy=rng.uniform(5, _SIZE - 6, size=(k, p.shapes)).astype(np.float32),
             cx=rng.uniform(5, _SIZE - 6, size=(k, p.shapes)).astype(np.float32),
-            r=rng.uniform(2.0, 4.0, size=(k, p.shapes)).astype(np.float32),
+            r=rng.uniform(*p.radius, size=(k, p.shapes)).astype(np.float32),
             colour=rng.uniform(0, 1, size=(k, p.shapes, 3)).astype(np.float32),
         )
 

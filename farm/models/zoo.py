@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from farm.config import DatasetSpec, ModelSpec, TrainSpec
-from farm.data import Dataset, load_dataset
+from farm.data import DATASETS, Dataset, load_dataset
 from farm.models import build_model
 from farm.models.loading import load_checkpoint, save_state_dict
 from farm.models.poison import Poison, make_poison, poison_plan
@@ -51,8 +51,9 @@ class ZooEntry:
 
 def zoo_key(spec: ModelSpec, dataset_spec: DatasetSpec) -> str:
     """16 hex chars of sha256 over everything that determines the trained weights."""
+    data_version = DATASETS[dataset_spec.name].version if dataset_spec.name in DATASETS else 0
     ident = {"version": ZOO_VERSION, "arch": spec.arch, "attack": to_dict(spec.attack),
-             "train": to_dict(spec.train), "dataset": to_dict(dataset_spec)}
+             "train": to_dict(spec.train), "dataset": to_dict(dataset_spec), "data_version": data_version}
     blob = json.dumps(ident, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

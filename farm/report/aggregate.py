@@ -48,36 +48,44 @@ def pair_matrix(g: pd.DataFrame, column: str, k: int) -> np.ndarray:
     return mat
 
 
-def label_sizes(g: pd.DataFrame, method: str, k: int) -> tuple[np.ndarray, str]:
-    """Per-target trigger size for MAD: universal (any->t) triggers where scanned, else the
-    pair variant s_t = min_v s(v->t) (METHODS.md §2(g), §5.15)."""
+def label_sizes(g: pd.DataFrame, method: str, k: int, source: str) -> np.ndarray:
+    """Per-target trigger size for MAD (METHODS.md §2(g), §5.15).
+
+    ``universal``: the (any -> t) trigger of each label; ``pair-min``: s_t = min_v s(v -> t)
+    over the all-pairs rows. NC's size is the L1 norm of its mask, every other method's the
+    pixel count.
+    """
     column = "mask_l1" if method in L1_SIZE_METHODS else "trigger_size"
-    uni = g[(g["victim"] < 0) & (g["status"] == "ok")]
+    ok = g[g["status"] == "ok"]
+    rows = ok[ok["victim"] < 0] if source == "universal" else ok[ok["victim"] >= 0]
     sizes = np.full(k, np.nan)
-    if len(uni):
-        sizes[uni["target"].to_numpy(int)] = uni[column].to_numpy(float)
-        return sizes, "universal"
-    pairs = g[(g["victim"] >= 0) & (g["status"] == "ok")]
-    for t, gt in pairs.groupby("target"):
+    for t, gt in rows.groupby("target"):
         vals = gt[column].dropna()
         if len(vals):
             sizes[int(t)] = float(vals.min())
-    return sizes, "pair-min"
+    return sizes
 
 
 def anomaly_table(df: pd.DataFrame, num_classes: dict[str, int]) -> pd.DataFrame:
-    """Anomaly index per (model, method, variant) against the model's ground truth."""
+    """Anomaly index per (model, method, variant, size source) against the ground truth.
+
+    A model is flagged when its index exceeds 2 ([NC]); both size sources are reported
+    where the run has the rows for them, so the universal scan can be checked against the
+    all-pairs variant.
+    """
     rows = []
     for key, g in df.groupby(JOB, sort=True):
         k = num_classes.get(key[0]) or int(max(g["target"].max(), g["victim"].max()) + 1)
-        sizes, source = label_sizes(g, key[1], k)
-        index, flagged = anomaly_index(sizes.tolist())
+        sources = (["universal"] if (g["victim"] < 0).any() else []) + \
+            (["pair-min"] if (g["victim"] >= 0).any() else [])
         first = g.iloc[0]
-        rows.append({
-            "model_id": key[0], "method": key[1], "variant": key[2], "source": source,
-            "anomaly_index": index, "flagged_labels": ",".join(map(str, flagged)),
-            "detected": bool(index > 2) if not math.isnan(index) else False,
-            "model_kind": first["model_kind"], "gt_target": first["gt_target"],
-        })
+        for source in sources:
+            index, flagged = anomaly_index(label_sizes(g, key[1], k, source).tolist())
+            rows.append({
+                "model_id": key[0], "method": key[1], "variant": key[2], "source": source,
+                "anomaly_index": index, "flagged_labels": ",".join(map(str, flagged)),
+                "detected": bool(index > 2) if not math.isnan(index) else False,
+                "model_kind": first["model_kind"], "gt_target": first["gt_target"],
+            })
     return pd.DataFrame(rows, columns=["model_id", "method", "variant", "source", "anomaly_index",
                                        "flagged_labels", "detected", "model_kind", "gt_target"])
