@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -187,7 +188,7 @@ def align_run(run_id: str, output: str = "results", ref: str = REF_METHOD, log_f
         log_fn(f"align: no pair has both {ref!r} and another method; nothing to do")
         return align_dir(store)
     done = _done(store)
-    resources = cluster.connect(address or cfg.cluster.address, cfg.cluster.num_cpus)
+    resources = cluster.connect(_address(address or cfg.cluster.address), cfg.cluster.num_cpus)
     threads = max(1, int(cfg.cluster.cpus_per_actor))
     task = ray.remote(num_cpus=cfg.cluster.cpus_per_actor, max_retries=2)(_remote_align)
     models = prepare_models(cfg, log_fn)
@@ -213,6 +214,12 @@ def align_run(run_id: str, output: str = "results", ref: str = REF_METHOD, log_f
                                      schema=ALIGN_SCHEMA)
         store.write_parquet(f"align/model_id={model_id}/method={method}/variant={variant}/{shard_id}.parquet", table)
     return align_dir(store)
+
+
+def _address(address: str | None) -> str | None:
+    """Inside ``ray job submit`` (RAY_ADDRESS set by Ray) join that cluster instead of starting one."""
+    env = os.environ.get("RAY_ADDRESS")
+    return address or (env if env and env != "local" else None)
 
 
 def _done(store: RunStore) -> set[str]:
