@@ -75,6 +75,14 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_align(args: argparse.Namespace) -> int:
+    from farm.align import align_run
+
+    out = align_run(args.run_id, output=args.output, ref=args.ref, address=args.address)
+    print(f"alignment written to {out}")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     import shutil
 
@@ -131,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tracking-uri", help="MLflow URI to log to (default: the run's sqlite store)")
     sp.add_argument("--no-mlflow", action="store_true", help="write files only, do not log to MLflow")
     sp.set_defaults(func=cmd_tables)
+
+    sp = sub.add_parser("align", help="align every method's stored triggers with ours (by size, by ASR) on Ray")
+    sp.add_argument("run_id")
+    sp.add_argument("--output", default="results", help="results root the run lives under (default: results)")
+    sp.add_argument("--ref", default="ours", help="reference method (default: ours)")
+    sp.add_argument("--address", help="Ray address ('auto' joins a running cluster)")
+    sp.set_defaults(func=cmd_align)
 
     sp = sub.add_parser("ui", help="serve the MLflow UI for a results folder on 127.0.0.1")
     sp.add_argument("--output", default="results")

@@ -163,6 +163,16 @@ class RunStore:
         self._write_atomic(final, buf.getvalue())
         return final
 
+    def write_parquet(self, relpath: str, table: pa.Table) -> str:
+        """Write any table atomically at ``<run_dir>/<relpath>`` (derived results such as the
+        alignment get the same temp-then-rename guarantee as pair shards)."""
+        final = f"{self.run_dir}/{relpath}"
+        self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        self._write_atomic(final, buf.getvalue())
+        return final
+
     # ---- reading --------------------------------------------------------------------------
     def read(self, columns: list[str] | None = None, with_triggers: bool = True) -> pd.DataFrame:
         """All pair rows of the run as a DataFrame (empty frame with the columns if none)."""

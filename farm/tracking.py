@@ -127,3 +127,41 @@ def _log_job(mlflow: Any, experiment_id: str, parent_id: str, run_id: str, key: 
                 png = heatmap(pair_matrix(g, column, k), f"{job}: {label}", names, label, fmt)
                 (Path(tmp) / f"{column}.png").write_bytes(png)
             mlflow.log_artifacts(tmp, "heatmaps")
+
+
+def paper_tables_uri(output: str, run_id: str, explicit: str | None = None) -> tuple[str, str]:
+    """(tracking URI, experiment) for ``farm tables``: --tracking-uri, else the run's config,
+    else $MLFLOW_TRACKING_URI, else the sqlite store of the results folder it was read from."""
+    import yaml
+
+    raw = yaml.safe_load(RunStore(output, run_id).config_yaml()).get("tracking", {}) or {}
+    experiment = raw.get("experiment") or "farm"
+    uri = explicit or raw.get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        fs, root = filesystem(output)
+        base = Path(root) if fs.type_name == "local" else Path(".")
+        uri = f"sqlite:///{(base / 'mlflow.db').resolve()}"
+    return uri, experiment
+
+
+def log_paper_tables(run_id: str, output: str, folder: Path, frames: dict[str, pd.DataFrame],
+                     explicit_uri: str | None = None) -> str:
+    """Log ``farm tables`` output on the run's parent MLflow run (found by its run-id tag in any
+    experiment), or on a new parent run tagged with the run id when this tracking store has
+    never seen the run (a copied results folder, another server). Returns the tracking URI."""
+    import mlflow
+
+    uri, experiment_name = paper_tables_uri(output, run_id, explicit_uri)
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.set_experiment(experiment_name)
+    client = mlflow.MlflowClient()
+    ids = [e.experiment_id for e in client.search_experiments()]
+    found = [r for r in mlflow.search_runs(ids, filter_string=f"tags.`{TAG_RUN}` = '{run_id}'", output_format="list")
+             if "mlflow.parentRunId" not in r.data.tags]
+    kwargs = ({"run_id": found[0].info.run_id} if found else
+              {"experiment_id": experiment.experiment_id, "run_name": run_id, "tags": {TAG_RUN: run_id}})
+    with mlflow.start_run(**kwargs):
+        mlflow.log_artifacts(str(folder), "paper_tables")
+        for name, frame in frames.items():
+            mlflow.log_table(frame.reset_index(drop=True), f"paper_tables/{name}.json")
+    return uri

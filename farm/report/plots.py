@@ -13,19 +13,25 @@ import numpy as np  # noqa: E402
 STYLE = {"font.family": "DejaVu Sans", "font.size": 8, "svg.hashsalt": "farm", "path.simplify": False}
 
 
-def heatmap(mat: np.ndarray, title: str, class_names: list[str], cbar_label: str,
-            fmt: str = "{:.0f}", cmap: str = "viridis", log: bool = False) -> bytes:
-    """A K×K pair heat map (row victim, column target, diagonal masked) as PNG bytes."""
+def masked(mat: np.ndarray) -> np.ma.MaskedArray:
+    """A K×K pair matrix with the diagonal (v == t, not a pair) and missing pairs masked."""
     k = mat.shape[0]
-    masked = np.ma.masked_invalid(np.where(np.eye(k, dtype=bool), np.nan, mat))
+    return np.ma.masked_invalid(np.where(np.eye(k, dtype=bool), np.nan, mat))
+
+
+def heatmap_figure(mat: np.ndarray, title: str, class_names: list[str], cbar_label: str,
+                   fmt: str = "{:.0f}", cmap: str = "viridis", log: bool = False) -> plt.Figure:
+    """The heat-map figure (callers close it); row victim, column target, diagonal masked."""
+    k = mat.shape[0]
+    data = masked(mat)
     with plt.rc_context(STYLE):
         side = max(3.2, 0.42 * k + 1.6)
         fig, ax = plt.subplots(figsize=(side + 0.8, side), dpi=100)
         norm = None
-        if log and masked.count() and float(masked.min()) > 0:
-            norm = matplotlib.colors.LogNorm(vmin=float(masked.min()), vmax=float(masked.max()))
+        if log and data.count() and float(data.min()) > 0:
+            norm = matplotlib.colors.LogNorm(vmin=float(data.min()), vmax=float(data.max()))
         cm = plt.get_cmap(cmap).with_extremes(bad="#dddddd")
-        im = ax.imshow(masked, cmap=cm, norm=norm, interpolation="nearest")
+        im = ax.imshow(data, cmap=cm, norm=norm, interpolation="nearest")
         ax.set_xticks(range(k), class_names[:k], rotation=90 if k > 10 else 0)
         ax.set_yticks(range(k), class_names[:k])
         ax.set_xlabel("target")
@@ -37,10 +43,22 @@ def heatmap(mat: np.ndarray, title: str, class_names: list[str], cbar_label: str
                     ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=6, color="w")
         fig.colorbar(im, ax=ax, label=cbar_label, fraction=0.046, pad=0.04)
         fig.tight_layout()
+    return fig
+
+
+def png_bytes(fig: plt.Figure) -> bytes:
+    """PNG without the Software/date metadata, so equal figures give equal bytes."""
+    with plt.rc_context(STYLE):
         buf = io.BytesIO()
         fig.savefig(buf, format="png", metadata={"Software": None})
-        plt.close(fig)
+    plt.close(fig)
     return buf.getvalue()
+
+
+def heatmap(mat: np.ndarray, title: str, class_names: list[str], cbar_label: str,
+            fmt: str = "{:.0f}", cmap: str = "viridis", log: bool = False) -> bytes:
+    """A K×K pair heat map (row victim, column target, diagonal masked) as PNG bytes."""
+    return png_bytes(heatmap_figure(mat, title, class_names, cbar_label, fmt, cmap, log))
 
 
 def save(png: bytes, path: Path) -> Path:

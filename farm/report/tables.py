@@ -1,0 +1,433 @@
+"""`farm tables`: the paper's tables and figures, regenerated from a run's Parquet files alone.
+
+Each builder is a small pure function of DataFrames (pair rows, alignment rows) returning a
+:class:`~farm.report.render.Table`: this run's numbers, the paper's reference numbers
+(:mod:`farm.report.paper`, clearly labelled) and notes that name every missing method or pair,
+so a table of an incomplete run says what it lacks instead of averaging over fewer pairs.
+Rendering (:mod:`farm.report.render`) and figures (:mod:`farm.report.plots`) are byte-stable,
+so the same Parquet input gives identical files on any machine.
+
+The alignment maps need a forward pass: they come from ``<run>/align`` (``farm align``); when
+that is missing and the run's models are available here, :func:`regenerate` runs the
+alignment on Ray first, otherwise the maps are reported as missing.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from farm.metrics import ROBUSTNESS, summarise_sizes
+from farm.report import paper
+from farm.report.aggregate import JOB, anomaly_table, pair_matrix
+from farm.report.render import Table, to_csv, to_markdown, to_tex
+
+PAPER_METHODS = ["ours", "nc", "nc_prune", "abs", "cw", "uap"]
+ABLATIONS = ["ours", "ours_no_tanh", "ours_single_positive", "ours_single_variable", "ours_no_tanh_single"]
+ROBUST = ["asr", *[f"asr_{k}" for k in ROBUSTNESS]]  # Table 5 column order: normal, r98.., rot1..5
+FORMATS = ("md", "csv", "tex")
+Log = Callable[[str], None]
+
+
+@dataclass
+class RunData:
+    """What every builder may use: pair rows (no trigger blobs), alignment rows and context."""
+
+    df: pd.DataFrame
+    align: pd.DataFrame | None
+    expected: dict[str, list[tuple[int, int]]]  # model -> pairs the config asked for (victim >= 0)
+    methods: list[tuple[str, str]]  # (method, variant) the config asked for
+    num_classes: dict[str, int]
+    class_names: dict[str, list[str]]
+    sampled: bool = False  # pairs were sampled/listed (the large-model pair table applies)
+    align_note: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+# ---- helpers -------------------------------------------------------------------------------
+def pairs_of(g: pd.DataFrame) -> pd.DataFrame:
+    return g[g["victim"] >= 0]
+
+
+def missing_pairs(g: pd.DataFrame, expected: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Expected pairs without an ok row in ``g`` (absent or failed)."""
+    ok = pairs_of(g)
+    have = set(zip(ok[ok["status"] == "ok"]["victim"].astype(int), ok[ok["status"] == "ok"]["target"].astype(int)))
+    return [p for p in expected if p not in have]
+
+
+def _pair_list(pairs: list[tuple[int, int]], limit: int = 8) -> str:
+    text = ", ".join(f"{v}->{t}" for v, t in pairs[:limit])
+    return text + (f", ... ({len(pairs)} in all)" if len(pairs) > limit else "")
+
+
+def job_notes(df: pd.DataFrame, data: RunData, methods: list[str] | None = None) -> list[str]:
+    """'missing' notes for the jobs a table uses: methods without rows and incomplete jobs."""
+    notes = []
+    wanted = methods if methods is not None else sorted({m for m, _ in data.methods})
+    present = set(df["method"]) if len(df) else set()
+    absent = [m for m in wanted if m not in present]
+    if absent:
+        notes.append(f"missing methods (no rows in this run): {', '.join(absent)}")
+    for key, g in df.groupby(JOB, sort=True):
+        if key[1] not in wanted:
+            continue
+        miss = missing_pairs(g, data.expected.get(key[0], []))
+        if miss:
+            notes.append(f"{'/'.join(key)}: {len(miss)} of {len(data.expected[key[0]])} pairs missing or failed "
+                         f"({_pair_list(miss)}); its averages cover the other pairs only")
+    return notes
+
+
+def _ok(g: pd.DataFrame) -> pd.DataFrame:
+    p = pairs_of(g)
+    return p[p["status"] == "ok"]
+
+
+def _mean(s: pd.Series) -> float:
+    s = s.dropna()
+    return float(s.mean()) if len(s) else math.nan
+
+
+def _count(g: pd.DataFrame, data: RunData, model: str) -> str:
+    return f"{len(_ok(g))}/{len(data.expected.get(model, []))}"
+
+
+# ---- builders (pure) -----------------------------------------------------------------------
+def coverage(data: RunData) -> Table:
+    """Which (model, method, variant) jobs and pairs the run holds versus what it asked for."""
+    rows = []
+    for model in sorted(data.expected):
+        for method, variant in data.methods:
+            g = data.df[(data.df["model_id"] == model) & (data.df["method"] == method) & (data.df["variant"] == variant)]
+            miss = missing_pairs(g, data.expected[model])
+            rows.append({"model": model, "method": method, "variant": variant,
+                         "pairs_expected": len(data.expected[model]), "pairs_ok": len(_ok(g)),
+                         "pairs_failed": int((pairs_of(g)["status"] != "ok").sum()),
+                         "missing": _pair_list(miss) if miss else ""})
+    absent = [m for m in PAPER_METHODS if m not in {m for m, _ in data.methods}]
+    notes = [f"paper methods not in this run's config: {', '.join(absent)}"] if absent else []
+    return Table("coverage", "Coverage: pairs and methods present in this run", pd.DataFrame(rows), notes=notes)
+
+
+def speedup(data: RunData) -> Table:
+    """Fig 8 analogue: time of ours vs CW per pair (total and to the final best, §5.13)."""
+    rows = []
+    for (model, variant), g in data.df.groupby(["model_id", "variant"], sort=True):
+        by = {m: _ok(g[g["method"] == m]) for m in ("ours", "cw")}
+        row: dict[str, Any] = {"model": model, "variant": variant}
+        for m, ok in by.items():
+            row |= {f"{m}_pairs": _count(g[g["method"] == m], data, model), f"{m}_s_per_pair": _mean(ok["wall_s"]),
+                    f"{m}_s_to_best": _mean(ok["time_to_best"])}
+        row["speedup_total"] = row["cw_s_per_pair"] / row["ours_s_per_pair"]
+        row["speedup_to_best"] = row["cw_s_to_best"] / row["ours_s_to_best"]
+        rows.append(row)
+    ref = pd.DataFrame(paper.FIG8_SPEEDUP)
+    return Table("fig8_speedup", "Fig 8 (speed-up of ours over CW)", pd.DataFrame(rows), ref,
+                 paper.SOURCE, job_notes(data.df, data, ["ours", "cw"]) + [paper.FIG8_NOTE])
+
+
+def methods_table(data: RunData) -> Table:
+    """Table 4 analogue: one row per method: time per pair, trigger pixels, held-out ASR."""
+    rows = []
+    for (model, method, variant), g in data.df.groupby(JOB, sort=True):
+        ok = _ok(g)
+        rows.append({"model": model, "method": method, "variant": variant, "pairs": _count(g, data, model),
+                     "converged": int(ok["converged"].sum()), "s_per_pair": _mean(ok["wall_s"]),
+                     "pixels_mean": _mean(ok["trigger_size"]), "pixels_median": float(ok["trigger_size"].median()),
+                     "asr_pct": 100 * _mean(ok["asr"])})
+    ref = pd.DataFrame(paper.TABLE4).rename(columns={"time": "time (min?)", "pixels": "pixels", "asr": "asr_pct"})
+    notes = job_notes(data.df, data, sorted(set(PAPER_METHODS) | {m for m, _ in data.methods}))
+    notes.append("pixels: converged pairs only (an unconverged trigger has no valid size, METHODS.md §5.3); "
+                 "ASR: held-out victim images, all ok pairs.")
+    return Table("table4_methods", "Table 4 (time / trigger size / ASR per method)", pd.DataFrame(rows), ref,
+                 paper.SOURCE + " (ImageNet turtle->kangaroo)", notes)
+
+
+def robustness(data: RunData) -> Table:
+    """Table 5 analogue: mean ASR (%) under each rescale/rotation, per method and variant."""
+    rows = []
+    names = ["normal", *ROBUSTNESS]
+    for (model, method, variant), g in data.df.groupby(JOB, sort=True):
+        ok = _ok(g)
+        vals = [100 * _mean(ok[c]) for c in ROBUST]
+        rows.append({"model": model, "method": method, "variant": variant, "pairs": _count(g, data, model),
+                     **dict(zip(names, vals)), "avg": float(np.mean(vals)) if len(ok) else math.nan})
+    ref = pd.DataFrame([{"target": t, "method": m, **dict(zip(paper.ROBUST_ORDER, v)), "avg": avg}
+                        for (t, m), (v, avg) in paper.TABLE5.items()])
+    notes = job_notes(data.df, data, ["ours", "nc", "nc_prune"])
+    if "augmented" not in set(data.df["variant"]):
+        notes.append("the paper's Table 5 uses augmented generation; this run has no 'augmented' variant")
+    notes += [f"paper means: {', '.join(f'{k} {v}' for k, v in paper.TABLE5_MEANS.items())}", paper.TABLE5_NOTE,
+              "avg = mean of the 10 columns (normal + 9 transforms), METHODS.md §2(f)"]
+    return Table("table5_robustness", "Table 5 (ASR % under rescale and rotation)", pd.DataFrame(rows), ref,
+                 paper.SOURCE + " (ImageNet turtle, augmented)", notes)
+
+
+def ablation(data: RunData) -> Table:
+    """Table 6 analogue: ours and its four ablations, mean ± std of size and ASR over pairs."""
+    rows = []
+    for (model, variant), g in data.df.groupby(["model_id", "variant"], sort=True):
+        for method in ABLATIONS:
+            gm = g[g["method"] == method]
+            if gm.empty:
+                continue
+            ok = _ok(gm)
+            size, a = summarise_sizes(ok["trigger_size"]), summarise_sizes(100 * ok["asr"])
+            rows.append({"model": model, "variant": variant, "method": method, "pairs": _count(gm, data, model),
+                         "converged": size["n"], "pixels": _pm(size), "asr_pct": _pm(a)})
+    ref = pd.DataFrame([{"method": m, "pixels": f"{s:.2f} ± {sd:.2f}", "asr_pct": f"{a:.2f} ± {ad:.2f}"}
+                        for m, (s, sd, a, ad) in paper.TABLE6.items()])
+    notes = job_notes(data.df, data, ABLATIONS)
+    notes.append("mean ± population std over this run's pairs (the paper: 10 runs of one pair); "
+                 "pixels over converged pairs only")
+    return Table("table6_ablation", "Table 6 (ablation: ours and its four ablations)", pd.DataFrame(rows), ref,
+                 paper.SOURCE + " (CIFAR-10 ResNet20 plane->dog, 10 runs)", notes)
+
+
+def _pm(s: dict[str, float]) -> str:
+    return "n/a" if s["n"] == 0 else f"{s['mean']:.2f} ± {s['std']:.2f}"
+
+
+def scan(data: RunData) -> Table:
+    """Per-model scan: anomaly index per method, flagged or not, against the zoo's ground truth."""
+    t = anomaly_table(data.df, data.num_classes)
+    rows = []
+    for r in t.itertuples(index=False):
+        poisoned = r.model_kind == "poisoned"
+        gt = None if pd.isna(r.gt_target) else int(r.gt_target)
+        flagged = [int(x) for x in r.flagged_labels.split(",") if x]
+        correct = (r.detected and (gt is None or gt in flagged)) if poisoned else not r.detected
+        rows.append({"model": r.model_id, "method": r.method, "variant": r.variant, "truth": r.model_kind,
+                     "gt_target": gt, "size_source": r.source, "anomaly_index": r.anomaly_index,
+                     "detected": bool(r.detected), "flagged_labels": r.flagged_labels, "correct": bool(correct)})
+    notes = ["detected = anomaly index > 2 (NC's MAD rule); a poisoned model counts as correct when detected "
+             "with its ground-truth target flagged, a clean one when not detected",
+             "size_source: 'universal' = any->t scans of the run, 'pair-min' = min over victims (METHODS.md §5.15)"]
+    if not (data.df["victim"] < 0).any():
+        notes.append("this run has no universal (any->t) scans; label sizes are the pair variant")
+    return Table("scan_anomaly", "Per-model scan (anomaly index, Table 3/8 and [S-L.2] style)", pd.DataFrame(rows),
+                 pd.DataFrame(paper.ANOMALY), paper.SOURCE + " [S-L.2]", notes)
+
+
+def align_size(data: RunData) -> Table:
+    """Fig 9/13 analogue: mean held-out ASR of the other method cut to ours' size."""
+    rows = []
+    if data.align is not None:
+        for (model, method, variant), g in data.align.groupby(JOB, sort=True):
+            ok = g[g["status"] == "ok"]
+            rows.append({"model": model, "other": method, "variant": variant, "pairs": len(ok),
+                         "asr_other_pct": 100 * _mean(ok["asr_other"]),
+                         "asr_other_cut_pct": 100 * _mean(ok["asr_other_cut"]),
+                         "asr_ours_pct": 100 * _mean(ok["asr_ref"]), "k_ours_mean": _mean(ok["k_ref"])})
+    notes = [data.align_note] if data.align is None else _align_notes(data)
+    return Table("fig9_13_align_size", "Fig 9 / Fig 13 (align by size: other method cut to ours' size)",
+                 pd.DataFrame(rows), pd.DataFrame(paper.ALIGN_SIZE), paper.SOURCE, notes + [paper.SG_ABS])
+
+
+def align_asr(data: RunData) -> Table:
+    """Fig 10/14 analogue: size of the other method vs k* of ours at the other's ASR."""
+    rows = []
+    if data.align is not None:
+        for (model, method, variant), g in data.align.groupby(JOB, sort=True):
+            ok = g[g["status"] == "ok"]
+            rows.append({"model": model, "other": method, "variant": variant, "pairs": len(ok),
+                         "size_other_mean": _mean(ok["size_other"]), "k_star_mean": _mean(ok["k_star"]),
+                         "ratio_median": float(ok["size_ratio"].median()) if len(ok) else math.nan})
+    notes = [data.align_note] if data.align is None else _align_notes(data)
+    return Table("fig10_14_align_asr", "Fig 10 / Fig 14 (align by ASR: k* of ours at the other's ASR)",
+                 pd.DataFrame(rows), None, "", notes + [paper.ALIGN_ASR_NOTE + " (paper reference)"])
+
+
+def _align_notes(data: RunData) -> list[str]:
+    assert data.align is not None
+    notes = []
+    for (model, method, variant), g in data.df[data.df["method"] != "ours"].groupby(JOB, sort=True):
+        have = data.align[(data.align.model_id == model) & (data.align.method == method)
+                          & (data.align.variant == variant) & (data.align.status == "ok")]
+        n = len(data.expected.get(model, []))
+        if len(have) < n:
+            notes.append(f"{model}/{method}/{variant}: aligned on {len(have)} of {n} pairs "
+                         f"(the others lack an ok trigger of ours or of {method})")
+    return notes
+
+
+def pair_table(data: RunData) -> Table:
+    """Table 9 analogue (ImageNet-style): one row per sampled pair, time/size/ASR per method."""
+    rows = []
+    if data.sampled:
+        for (model, v, t), g in pairs_of(data.df).groupby(["model_id", "victim", "target"], sort=True):
+            names = data.class_names.get(model, [])
+            row: dict[str, Any] = {"model": model, "pair": f"{_name(names, v)}->{_name(names, t)}"}
+            for (method, variant), gm in g.groupby(["method", "variant"], sort=True):
+                r = gm.iloc[0]
+                ok = r["status"] == "ok"
+                label = method if variant == "plain" else f"{method}[{variant}]"
+                row |= {f"{label} s": r["wall_s"] if ok else math.nan,
+                        f"{label} px": r["trigger_size"] if ok else math.nan,
+                        f"{label} asr%": 100 * r["asr"] if ok else math.nan}
+            rows.append(row)
+    ref = pd.DataFrame([{"pair": f"{v}->{t}", **{f"{m} (min, px, asr%)": "lost in source" if x is None else
+                                                 ", ".join("?" if y is None else str(y) for y in x)
+                                                 for m, x in res.items()}} for v, t, res in paper.TABLE9])
+    notes = [] if data.sampled else ["not applicable: this run scans all pairs (the paper's Table 9 lists "
+                                     "sampled pairs of a large model; use pairs.mode sample or list)"]
+    return Table("table9_pairs", "Table 9 (large-model sampled pairs, ImageNet-style)", pd.DataFrame(rows), ref,
+                 paper.SOURCE + " (ImageNet ResNet50)", notes + job_notes(data.df, data, ["uap", "nc", "ours"]))
+
+
+def _name(names: list[str], i: int) -> str:
+    return names[i] if 0 <= i < len(names) else str(i)
+
+
+BUILDERS: list[Callable[[RunData], Table]] = [coverage, speedup, methods_table, robustness, ablation, scan,
+                                              align_size, align_asr, pair_table]
+
+
+def build_tables(data: RunData) -> list[Table]:
+    return [b(data) for b in BUILDERS]
+
+
+# ---- figures -------------------------------------------------------------------------------
+def figures(data: RunData) -> dict[str, bytes]:
+    """Heat maps (relative path -> PNG): size and ASR per job; align-by-size, align-by-ASR and
+    ratio maps per (ours, other) from the alignment rows."""
+    from farm.report.plots import heatmap
+
+    out: dict[str, bytes] = {}
+    for (model, method, variant), g in data.df.groupby(JOB, sort=True):
+        k, names = data.num_classes[model], data.class_names.get(model, [])
+        base = f"figures/{model}/{method}-{variant}"
+        out[f"{base}-size.png"] = heatmap(pair_matrix(_ok(g), "trigger_size", k),
+                                          f"{model} {method}/{variant}: trigger size (px)", names, "pixels")
+        out[f"{base}-asr.png"] = heatmap(pair_matrix(_ok(g), "asr", k), f"{model} {method}/{variant}: held-out ASR",
+                                         names, "ASR", "{:.2f}")
+    if data.align is not None:
+        for (model, method, variant), g in data.align.groupby(JOB, sort=True):
+            k, names = data.num_classes[model], data.class_names.get(model, [])
+            ok = g[g["status"] == "ok"]
+            base = f"figures/{model}/align-{method}-{variant}"
+            for col, label, fmt in (("asr_other_cut", f"ASR of {method} cut to size(ours) (Fig 9/13)", "{:.2f}"),
+                                    ("k_star", f"k*: ours at {method}'s ASR (Fig 10/14)", "{:.0f}"),
+                                    ("size_ratio", f"size({method}) / k* (Fig 10/14 ratio)", "{:.2g}")):
+                out[f"{base}-{col}.png"] = heatmap(pair_matrix(ok, col, k), f"{model}/{variant}: {label}",
+                                                   names, col, fmt)
+    return dict(sorted(out.items()))
+
+
+# ---- orchestration -------------------------------------------------------------------------
+def load(output: str, run_id: str, log_fn: Log = print, align: bool = True) -> RunData:
+    """Read a run's rows and context from its folder (nothing else); align first if possible."""
+    import yaml
+
+    from farm.align import read_align
+    from farm.config import PairsSpec
+    from farm.grid import select_pairs
+    from farm.runner import RunError
+    from farm.schema import parse
+    from farm.store import RunStore
+
+    store = RunStore(output, run_id)
+    if not store.exists():
+        raise RunError(f"no run {run_id!r} under {output!r} (expected {store.run_dir}/manifest.json); "
+                       f"pass --output with the results folder that holds it")
+    manifest = store.manifest()
+    raw = yaml.safe_load(store.config_yaml())
+    pairs_spec, problems = parse(PairsSpec, raw.get("pairs", {}), "pairs")
+    if problems:
+        raise RunError(f"run {run_id}: stored config has invalid pairs: {'; '.join(problems)}")
+    seed = int(raw.get("run", {}).get("seed", 0))
+    models = manifest.get("models", {})
+    num_classes = {m: int(v["num_classes"]) for m, v in models.items()}
+    expected = {m: [(p.victim, p.target) for p in select_pairs(pairs_spec, k, seed) if not p.universal]
+                for m, k in num_classes.items()}
+    methods = [(m["name"], v) for m in raw.get("methods", []) for v in m.get("variants", ["plain"])]
+    df = store.read(with_triggers=False)
+    aligned = read_align(store)
+    note = ""
+    if aligned is None and align:
+        aligned, note = _try_align(store, log_fn)
+    elif aligned is None:
+        note = "alignment maps missing: run `farm align` first"
+    return RunData(df, aligned, expected, methods, num_classes,
+                   {m: list(v.get("class_names", [])) for m, v in models.items()},
+                   sampled=pairs_spec.mode != "all", align_note=note)
+
+
+def _try_align(store: Any, log_fn: Log) -> tuple[pd.DataFrame | None, str]:
+    """Run the alignment when the run's models are here; otherwise say why the maps are missing."""
+    from farm.align import align_run, models_missing, read_align, run_config
+    from farm.config import ConfigError
+
+    try:
+        missing = models_missing(run_config(store))
+    except ConfigError as exc:
+        return None, f"alignment maps missing: the run's config does not load here ({exc})"
+    if missing:
+        return None, "alignment maps missing: models not available here (" + "; ".join(missing) + ")"
+    log_fn("tables: no alignment stored for this run; running `farm align` on Ray first")
+    align_run(store.run_id, store.output, log_fn=log_fn)
+    return read_align(store), ""
+
+
+def write(tables: list[Table], figs: dict[str, bytes], out_dir: Path, formats: list[str]) -> list[Path]:
+    """Write every table in every format, the figures and an index; return the files written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def put(rel: str, data: str | bytes) -> None:
+        p = out_dir / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data.encode() if isinstance(data, str) else data)
+        written.append(p)
+
+    for t in tables:
+        if "md" in formats:
+            put(f"{t.name}.md", to_markdown(t))
+        if "csv" in formats:
+            put(f"{t.name}.csv", to_csv(t.frame))
+            if t.reference is not None:
+                put(f"{t.name}.paper.csv", to_csv(t.reference))
+        if "tex" in formats:
+            put(f"{t.name}.tex", to_tex(t))
+    for rel, png in figs.items():
+        put(rel, png)
+    put("index.md", index(tables, figs))
+    return written
+
+
+def index(tables: list[Table], figs: dict[str, bytes]) -> str:
+    lines = ["# Paper tables and figures of this run", "",
+             "Regenerated by `farm tables` from the run's Parquet files. Paper reference numbers are marked "
+             "'Paper reference' in each table.", "", "## Tables", ""]
+    lines += [f"- [{t.title}]({t.name}.md)" + (f": {len(t.notes)} note(s)" if t.notes else "") for t in tables]
+    lines += ["", "## Figures (heat maps: row victim, column target, diagonal masked)", ""]
+    lines += [f"- [{rel}]({rel})" for rel in figs]
+    return "\n".join(lines) + "\n"
+
+
+def regenerate(run_id: str, output: str = "results", out_dir: str | None = None,
+               formats: list[str] | tuple[str, ...] = ("md", "csv"), tracking_uri: str | None = None,
+               log_mlflow: bool = True, log_fn: Log = print, align: bool = True) -> Path:
+    """Write all tables and figures of a run, and log them to MLflow; returns the folder."""
+    from farm.runner import RunError
+    from farm.store import RunStore
+
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise RunError(f"--format: unknown format(s) {', '.join(bad)}; choose from {', '.join(FORMATS)}")
+    data = load(output, run_id, log_fn, align=align)
+    tables = build_tables(data)
+    figs = figures(data)
+    folder = Path(out_dir) if out_dir else Path(RunStore(output, run_id).run_dir) / "tables"
+    write(tables, figs, folder, list(formats))
+    if log_mlflow:
+        from farm.tracking import log_paper_tables
+
+        uri = log_paper_tables(run_id, output, folder, {t.name: t.frame for t in tables}, tracking_uri)
+        log_fn(f"tables: logged to MLflow at {uri}")
+    return folder

@@ -1,0 +1,196 @@
+"""`farm tables`: golden outputs on a committed fixture run, missing data, heat maps, MLflow.
+
+The fixture (tests/fixtures/tables_run, built by tests/fixtures/make_tables_fixture.py) is a
+finished, aligned tiny run whose trigger blobs were emptied to keep it small. Update the
+golden files after an intended change with
+
+    FARM_UPDATE_GOLDEN=1 PYTHONPATH=. python -m pytest tests/test_tables.py -k golden
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from farm.report import tables as T
+from farm.report.plots import heatmap, heatmap_figure
+from farm.report.render import cell
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RUN = FIXTURES / "tables_run"
+GOLDEN = FIXTURES / "tables_golden"
+UPDATE = os.environ.get("FARM_UPDATE_GOLDEN") == "1"
+# Figures checked pixel-for-pixel (hashes): a representative subset, to keep the test fast.
+FIGURE_JOBS = [("badnets", "ours", "plain"), ("badnets", "nc", "plain")]
+
+
+@pytest.fixture(scope="module")
+def data() -> T.RunData:
+    return T.load(str(RUN), "fixture", log_fn=lambda _m: None, align=False)
+
+
+def _check_golden(files: dict[str, bytes]) -> None:
+    if UPDATE:
+        for old in GOLDEN.glob("*"):
+            old.unlink()
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        for rel, content in files.items():
+            (GOLDEN / rel).write_bytes(content)
+        return
+    expected = {p.name for p in GOLDEN.iterdir()}
+    assert set(files) == expected
+    for rel, content in files.items():
+        assert content == (GOLDEN / rel).read_bytes(), f"{rel} differs from its golden file"
+
+
+def test_golden_tables_and_figures(data, tmp_path):
+    tables = T.build_tables(data)
+    assert [t.name for t in tables] == ["coverage", "fig8_speedup", "table4_methods", "table5_robustness",
+                                        "table6_ablation", "scan_anomaly", "fig9_13_align_size",
+                                        "fig10_14_align_asr", "table9_pairs"]
+    sub = T.RunData(**{**data.__dict__,
+                       "df": data.df[data.df[["model_id", "method", "variant"]].apply(tuple, axis=1).isin(FIGURE_JOBS)],
+                       "align": data.align[(data.align.model_id == "badnets") & (data.align.method == "nc")
+                                           & (data.align.variant == "plain")]})
+    figs = T.figures(sub)
+    assert len(figs) == 2 * 2 + 3
+    T.write(tables, figs, tmp_path, list(T.FORMATS))
+    files = {p.name: p.read_bytes() for p in sorted(tmp_path.iterdir()) if p.is_file()}
+    files["figures.sha256"] = "".join(f"{hashlib.sha256(png).hexdigest()}  {rel}\n"
+                                      for rel, png in figs.items()).encode()
+    _check_golden(files)
+
+
+def test_outputs_are_deterministic(data, tmp_path):
+    t1 = T.build_tables(data)
+    t2 = T.build_tables(T.load(str(RUN), "fixture", log_fn=lambda _m: None, align=False))
+    for a, b in zip(t1, t2):
+        assert T.to_markdown(a) == T.to_markdown(b) and T.to_tex(a) == T.to_tex(b)
+    mat = np.arange(16, dtype=float).reshape(4, 4)
+    assert heatmap(mat, "t", list("abcd"), "x") == heatmap(mat, "t", list("abcd"), "x")
+
+
+def test_tables_carry_paper_reference_and_values(data):
+    by = {t.name: t for t in T.build_tables(data)}
+    t4 = by["table4_methods"]
+    assert "Paper reference" in T.to_markdown(t4) and t4.reference is not None
+    assert set(t4.reference["method"]) == {"uap", "nc", "ours"}
+    row = t4.frame[(t4.frame.model == "clean") & (t4.frame.method == "ours") & (t4.frame.variant == "plain")].iloc[0]
+    ok = data.df[(data.df.model_id == "clean") & (data.df.method == "ours") & (data.df.variant == "plain")
+                 & (data.df.victim >= 0)]
+    assert row["pairs"] == "20/20"
+    assert row["asr_pct"] == pytest.approx(100 * ok["asr"].mean())
+    t5 = by["table5_robustness"].frame.iloc[0]
+    cols = ["normal", "r98", "r96", "r88", "r80", "rot1", "rot2", "rot3", "rot4", "rot5"]
+    assert t5["avg"] == pytest.approx(np.mean([t5[c] for c in cols]))
+    ablations = by["table6_ablation"].frame
+    assert set(ablations.method) == set(T.ABLATIONS)
+    assert len(by["fig9_13_align_size"].frame) == len(data.align.groupby(["model_id", "method", "variant"]))
+
+
+def test_missing_method_and_pairs_are_reported(data):
+    df = data.df
+    job = (df.model_id == "clean") & (df.method == "ours") & (df.variant == "plain")
+    df = df[~(job & (df.victim == 1) & (df.target == 2)) & (df.method != "nc")].copy()  # a lost pair, no NC
+    df.loc[job & (df.victim == 3) & (df.target == 4), "status"] = "failed"  # a failed pair
+    broken = T.RunData(**{**data.__dict__, "df": df})
+    by = {t.name: t for t in T.build_tables(broken)}
+    t4 = by["table4_methods"]
+    row = t4.frame[(t4.frame.model == "clean") & (t4.frame.method == "ours") & (t4.frame.variant == "plain")].iloc[0]
+    assert row["pairs"] == "18/20"
+    notes = " ".join(t4.notes)
+    assert "nc" in notes.split("missing methods (no rows in this run): ")[1].split(";")[0]
+    assert "clean/ours/plain: 2 of 20 pairs missing or failed (1->2, 3->4)" in notes
+    cov = by["coverage"].frame
+    nc = cov[(cov.method == "nc") & (cov.model == "clean") & (cov.variant == "plain")].iloc[0]
+    assert nc["pairs_ok"] == 0 and nc["missing"].endswith("(20 in all)")
+    assert "1->2" in cov[(cov.method == "ours") & (cov.model == "clean") & (cov.variant == "plain")].iloc[0]["missing"]
+    none = T.RunData(**{**data.__dict__, "align": None, "align_note": "alignment maps missing: models gone"})
+    assert "alignment maps missing: models gone" in by_name(none, "fig9_13_align_size").notes
+
+
+def by_name(data: T.RunData, name: str) -> T.Table:
+    return {t.name: t for t in T.build_tables(data)}[name]
+
+
+def test_heatmap_has_kxk_cells_with_masked_diagonal():
+    k = 5
+    mat = np.arange(k * k, dtype=float).reshape(k, k)
+    mat[1, 3] = np.nan  # a missing pair
+    fig = heatmap_figure(mat, "t", [f"c{i}" for i in range(k)], "px")
+    try:
+        arr = fig.axes[0].images[0].get_array()
+        assert arr.shape == (k, k)
+        assert np.array_equal(np.ma.getmaskarray(arr), np.eye(k, dtype=bool) | np.isnan(mat))
+        assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [f"c{i}" for i in range(k)]
+        assert len(fig.axes) == 2  # the colour bar
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def test_cell_formatting_is_explicit():
+    assert [cell(v) for v in (float("nan"), None, 3.0, 0.123456, 50173.2, True, 7, float("inf"))] == \
+        ["n/a", "n/a", "3", "0.1235", "50173", "yes", "7", "inf"]
+
+
+def test_pair_table_for_sampled_pairs(data):
+    df = data.df[(data.df.model_id == "clean") & (data.df.victim >= 0)]
+    df = df[((df.victim == 1) & (df.target == 2)) | ((df.victim == 4) & (df.target == 0))]
+    sampled = T.RunData(**{**data.__dict__, "df": df, "sampled": True,
+                           "expected": {"clean": [(1, 2), (4, 0)], "badnets": []}})
+    t9 = by_name(sampled, "table9_pairs")
+    assert list(t9.frame["pair"]) == ["c1->c2", "c4->c0"]
+    r = df[(df.method == "nc") & (df.variant == "plain") & (df.victim == 1)].iloc[0]
+    assert t9.frame.iloc[0]["nc px"] == r["trigger_size"] and t9.frame.iloc[0]["nc asr%"] == pytest.approx(100 * r["asr"])
+    assert "not applicable" in " ".join(by_name(data, "table9_pairs").notes)
+
+
+@pytest.mark.slow
+def test_farm_run_then_tables_logs_to_mlflow(tmp_path, monkeypatch):
+    """farm run, then farm tables (which aligns on Ray, the models being here) into sqlite MLflow."""
+    import mlflow
+    import ray
+
+    from e2e_util import tiny_config, write_config
+    from farm.cli import main
+
+    monkeypatch.setenv("RAY_ADDRESS", "local")  # never join another session's Ray on a shared machine
+    cfg = tiny_config(tmp_path)
+    cfg["run"]["id"] = "e2e-tables"
+    cfg["models"] = cfg["models"][1:]
+    cfg["methods"] = [{"name": "ours", "params": {"epochs": 2}}, {"name": "nc", "params": {"epochs": 2}}]
+    cfg["pairs"] = {"mode": "sample", "sample": 4, "victim_images": 8, "batch_size": 8, "heldout_images": 6}
+    path = write_config(tmp_path / "c.yaml", cfg)
+    try:
+        assert main(["run", str(path)]) == 0
+        ray.shutdown()
+        out = tmp_path / "tables"
+        assert main(["tables", "e2e-tables", "--output", str(tmp_path), "--out", str(out), "--format", "md,csv,tex"]) == 0
+        other = f"sqlite:///{tmp_path / 'other.db'}"
+        assert main(["tables", "e2e-tables", "--output", str(tmp_path), "--out", str(tmp_path / "t2"),
+                     "--tracking-uri", other]) == 0
+    finally:
+        ray.shutdown()
+    assert (tmp_path / "e2e-tables" / "align").is_dir()
+    t9 = pd.read_csv(out / "table9_pairs.csv")
+    assert len(t9) == 4 and "ours px" in t9.columns
+    aligned = pd.read_csv(out / "fig9_13_align_size.csv")
+    assert list(aligned["other"]) == ["nc"] and aligned["pairs"].iloc[0] == 4
+    for uri in (f"sqlite:///{tmp_path / 'mlflow.db'}", other):
+        mlflow.set_tracking_uri(uri)
+        runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`farm.run_id` = 'e2e-tables'",
+                                  output_format="list")
+        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        assert len(parents) == 1
+        client = mlflow.MlflowClient()
+        arts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "paper_tables")}
+        assert {"paper_tables/table4_methods.md", "paper_tables/table4_methods.json", "paper_tables/figures",
+                "paper_tables/index.md"} <= arts
+        figs = client.list_artifacts(parents[0].info.run_id, "paper_tables/figures/poisoned")
+        assert any(a.path.endswith("align-nc-plain-k_star.png") for a in figs)
