@@ -58,12 +58,16 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     from farm.runner import prepare_models, zoo_dir
 
     models = prepare_models(cfg, print)
-    print(f"\nzoo: {zoo_dir(cfg)}")
+    print(f"\nzoo: {zoo_dir(cfg)} (manifest: {zoo_dir(cfg) / 'manifest.json'})")
     for mid, m in models.items():
-        meta = m.meta
+        acc, asr = m.meta.get("clean_acc"), m.meta.get("asr")
         print(f"  {mid:24s} {m.spec.arch:12s} {m.payload.info['model_kind']:9s} "
-              f"clean_acc={meta.get('clean_acc', float('nan')):.3f} asr={meta.get('asr', float('nan')):.3f}")
+              f"clean_acc={_fmt(acc)} asr={_fmt(asr)}")
     return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def cmd_tables(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ each returned message is prefixed with the dataclass's path.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -130,24 +131,28 @@ def _parse_dataclass(cls: Any, data: Any, path: str) -> tuple[Any, list[str]]:
                 f"{_join(path, str(key))}: unknown key; expected one of {', '.join(sorted(fields))}"
             )
     kwargs: dict[str, Any] = {}
+    failed: set[str] = set()
     for name, f in fields.items():
         if name in data:
             value, ps = parse(hints[name], data[name], _join(path, name))
             problems += ps
-            if not ps:
+            if ps:
+                failed.add(name)
+            else:
                 kwargs[name] = value
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             problems.append(f"{_join(path, name)}: required field is missing ({_describe(hints[name])})")
-    if problems:
-        return None, problems
+            failed.add(name)
     try:
-        obj = cls(**kwargs)
+        obj = cls(**kwargs)  # failed fields fall back to their defaults, to run check() anyway
     except (TypeError, ValueError) as exc:
-        return None, [f"{path or '<root>'}: {exc}"]
+        return None, problems or [f"{path or '<root>'}: {exc}"]
     check = getattr(obj, "check", None)
     if callable(check):
         # check() messages are relative ("field: what is wrong"); anchor them at this path.
-        problems += [_join(path, msg) if path else msg for msg in check()]
+        # Messages about fields that already failed to parse would only echo the defaults.
+        problems += [_join(path, msg) if path else msg for msg in check()
+                     if re.split(r"[.\[: ]", msg, maxsplit=1)[0] not in failed]
     return (obj if not problems else None), problems
 
 

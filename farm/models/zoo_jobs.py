@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from farm.config import DatasetSpec, ModelSpec
-from farm.models.zoo import ZooEntry, ensure_model, zoo_key
+from farm.models.zoo import ZooEntry, ensure_model, write_manifest, zoo_key
 
 Items = list[tuple[ModelSpec, DatasetSpec]]
 Trainer = Callable[[Items, Path, Callable[[str], None]], None]
@@ -31,7 +31,9 @@ def ensure_models(items: Items, zoo_dir: Path, log: Callable[[str], None],
     if parallel is not None and len(missing) > 1:
         log(f"zoo: training {len(missing)} model(s) in parallel into {zoo_dir}")
         parallel(list(missing.values()), zoo_dir, log)
-    return {spec.id: ensure_model(spec, ds, zoo_dir, log) for spec, ds in items}
+    entries = {spec.id: ensure_model(spec, ds, zoo_dir, log) for spec, ds in items}
+    write_manifest(zoo_dir)  # clean accuracy and ASR of every cached model, for humans and tables
+    return entries
 
 
 def ray_trainer(cpus: float) -> Trainer:

@@ -1,0 +1,43 @@
+"""The `farm` command: zoo, ui, help, and user errors without tracebacks."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from e2e_util import tiny_config, write_config
+from farm.cli import build_parser, main
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for cmd in ("run", "validate", "zoo", "tables", "ui", "bench"):
+        assert cmd in out
+
+
+def test_zoo_trains_caches_and_writes_manifest(tmp_path, capsys):
+    path = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "out"))
+    assert main(["zoo", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "clean_acc=" in out and "poisoned" in out
+    manifest = json.loads((tmp_path / "out" / "zoo" / "manifest.json").read_text())
+    assert {e["kind"] for e in manifest["entries"]} == {"clean", "poisoned"}
+    assert all(0 <= e["clean_acc"] <= 1 for e in manifest["entries"])
+    assert main(["zoo", str(path)]) == 0
+    assert "cache hit" in capsys.readouterr().out
+
+
+def test_ui_binds_loopback_by_default(capsys, tmp_path):
+    assert main(["ui", "--output", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "--host 127.0.0.1" in out and f"sqlite:///{tmp_path}" in out
+    assert build_parser().parse_args(["ui"]).host == "127.0.0.1"
+
+
+def test_resume_unknown_run_is_a_clean_error(tmp_path, capsys):
+    path = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "out"))
+    assert main(["run", str(path), "--resume", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "no run 'nope'" in err and "Traceback" not in err
