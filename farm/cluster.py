@@ -45,7 +45,8 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float
             ray.init(address=address, **kwargs)
         else:
             # A local cluster stays on loopback: nothing outside this machine needs to reach it.
-            ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
+            # address="local": never join a `ray start` head found in /tmp/ray (Ray's default).
+            ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 
 
