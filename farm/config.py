@@ -59,7 +59,7 @@ class DatasetSpec:
         if self.name not in DATASETS:
             return [f"name: unknown dataset {self.name!r}; expected one of {', '.join(sorted(DATASETS))}"]
         _, problems = parse(DATASETS[self.name].Params, self.params, "params")
-        return problems
+        return problems + DATASETS[self.name].check_spec(self)
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ class ModelSpec:
         out = []
         if _bad_id(self.id):
             out.append(f"id: {self.id!r} must match {_ID.pattern} without '..'")
-        if self.format != "torchscript" and self.arch not in ARCHS and not self.arch.startswith("torchvision:"):
+        if self.format not in ("torchscript", "trojai") and self.arch not in ARCHS and not self.arch.startswith("torchvision:"):
             out.append(f"arch: unknown architecture {self.arch!r}; expected one of "
                        f"{', '.join(sorted(ARCHS))} or 'torchvision:<name>'")
         if self.source == "checkpoint" and not self.checkpoint:

@@ -129,15 +129,23 @@ def prepare_models(cfg: Config, log_fn: Log, parallel_train: Callable | None = N
             path, fmt, meta = Path(spec.checkpoint or ""), spec.format, {}
         model = load_checkpoint(path, fmt, spec.arch, ds.num_classes, ds.image_shape, ds.mean, ds.std)
         info = model_info(spec, cfg.datasets[spec.dataset].name, meta)
+        if spec.source == "checkpoint" and spec.format == "trojai":
+            from farm.models.trojai import ground_truth
+
+            info |= ground_truth(path)  # the folder's ground_truth.csv / config.json, where present
         payload = payload_from_module(spec.id, spec.arch, model, ds.num_classes, ds.image_shape,
                                       tuple(ds.mean), tuple(ds.std), info)
         out[spec.id] = PreparedModel(spec, ds, payload, meta)
     return out
 
 
-def pair_images(ds: Dataset, pairs: list[Pair], spec: PairsSpec, seed: int, log_fn: Log) -> PairImages:
-    """Attack and held-out images for every image key the pairs use (one set per victim)."""
-    attack, heldout, labels = {}, {}, {}
+def pair_images(ds: Dataset, pairs: list[Pair], spec: PairsSpec, seed: int, log_fn: Log,
+                record: dict[str, dict[str, list[int]]] | None = None) -> PairImages:
+    """Attack and held-out images for every image key the pairs use (one set per victim).
+
+    ``record`` (if given) receives {image_key: {"attack": [...], "heldout": [...]}}: the split
+    indices used, so a run documents exactly which images each pair saw."""
+    attack, heldout, labels, chosen = {}, {}, {}, {}
     test_labels = ds.labels("test")
     for pair in pairs:
         key = image_key(pair)
@@ -146,6 +154,7 @@ def pair_images(ds: Dataset, pairs: list[Pair], spec: PairsSpec, seed: int, log_
         victim = None if pair.victim == ANY else pair.victim
         a_idx = attack_indices(ds, victim, pair.target, spec.victim_images, seed)
         h_idx = heldout_indices(ds, victim, pair.target, spec.heldout_images, seed)
+        chosen[key] = (a_idx, h_idx)
         attack[key] = gather(ds, "train", a_idx)
         heldout[key] = gather(ds, "test", h_idx)
         labels[key] = torch.as_tensor(test_labels[h_idx], dtype=torch.long)
@@ -153,6 +162,9 @@ def pair_images(ds: Dataset, pairs: list[Pair], spec: PairsSpec, seed: int, log_
     if n < spec.victim_images:
         log_fn(f"warning: only {n} attack images available for some class; using N={n} for every pair")
         attack = {k: a[:n] for k, a in attack.items()}
+    if record is not None:
+        record.update({k: {"attack": [int(i) for i in a[:n]], "heldout": [int(i) for i in h]}
+                       for k, (a, h) in chosen.items()})
     return PairImages(attack, heldout, labels)
 
 
@@ -189,9 +201,11 @@ def execute(cfg: Config, resume: str | None = None, log_fn: Log = print) -> RunR
         log_fn(f"resume: {len(shards) - len(items)} of {len(shards)} shards already stored, skipping them")
     contexts = {}
     refs = {mid: ray.put(m.payload) for mid, m in models.items()}
+    selection: dict[str, dict[str, Any]] = {mid: {} for mid in models}  # recorded in the manifest
     image_refs = {mid: ray.put(pair_images(m.dataset, select_pairs(cfg.pairs, m.num_classes, cfg.run.seed),
-                                           cfg.pairs, cfg.run.seed, log_fn))
+                                           cfg.pairs, cfg.run.seed, log_fn, record=selection[mid]))
                   for mid, m in models.items()}
+    manifest["selection"] = selection
     for s in shards:
         if s.job.key not in contexts:
             m = models[s.job.model_id]

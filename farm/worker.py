@@ -50,7 +50,9 @@ class ModelPayload:
             path.write_bytes(self.blob)
             model = load_checkpoint(path, self.fmt, self.arch, self.num_classes, self.image_shape,
                                     self.mean, self.std, device=device)
-        return model.eval().requires_grad_(False)
+        for p in model.parameters():  # not model.requires_grad_(): ScriptModules do not support it
+            p.requires_grad_(False)
+        return model.eval()
 
 
 def payload_from_module(model_id: str, arch: str, model: torch.nn.Module, num_classes: int,

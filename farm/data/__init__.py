@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from farm.data.base import Dataset, NoParams, Split
+from farm.data.base import Dataset, DatasetError, NoParams, Split
 from farm.schema import to_dict
 
 if TYPE_CHECKING:
@@ -46,5 +46,7 @@ def load_dataset(spec: "DatasetSpec") -> Dataset:
 
 
 from farm.data import synthetic as _synthetic  # noqa: E402,F401  (registers "synthetic")
+from farm.data import torchvision_sets as _tv  # noqa: E402,F401  (cifar10, svhn, gtsrb, imagefolder)
+from farm.data import trojai as _trojai  # noqa: E402,F401  (registers "trojai_examples")
 
-__all__ = ["DATASETS", "Dataset", "NoParams", "Split", "register", "load_dataset", "spec_key"]
+__all__ = ["DATASETS", "Dataset", "DatasetError", "NoParams", "Split", "register", "load_dataset", "spec_key"]

@@ -14,10 +14,17 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import numpy as np
 import torch
 
+from farm.schema import ConfigError
+
 if TYPE_CHECKING:
     from farm.config import DatasetSpec
 
 Split = Literal["train", "test"]
+
+
+class DatasetError(ConfigError):
+    """The configured data cannot be read (missing root, wrong layout); the message names the
+    dataset, the path and the fix. A ConfigError, so the CLI prints it without a traceback."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,11 @@ class Dataset(ABC):
     def known_num_classes(cls, spec: "DatasetSpec") -> int | None:
         """K without loading data (for config validation); None if it needs the files."""
         return None
+
+    @classmethod
+    def check_spec(cls, spec: "DatasetSpec") -> list[str]:
+        """Config problems beyond ``Params`` ("field: problem"), found without reading files."""
+        return []
 
     @abstractmethod
     def labels(self, split: Split) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Safe checkpoint loading with errors that say what is wrong and how to fix it.
 
-Only two formats are read, and neither can run code from the file:
+Only two file formats are read, and neither can run code from the file (``trojai``, a model
+folder, holds one of them: :mod:`farm.models.trojai`):
 
 * ``state_dict``: ``torch.load(weights_only=True)``. Accepted layouts: the bare network's
   state dict, a :class:`NormalizedModel` state dict (``net.*`` keys plus ``mean``/``std``
@@ -74,6 +75,8 @@ def load_checkpoint(path: str | Path, fmt: str, arch: str, num_classes: int,
                     device: str | torch.device = "cpu") -> nn.Module:
     """A model in eval mode taking [0,1] images N×C×H×W and returning K logits."""
     path = Path(path)
+    if fmt == "trojai":
+        path, fmt = _trojai_model(path, arch)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file; check the model's 'checkpoint' path")
     if fmt == "state_dict":
@@ -81,7 +84,7 @@ def load_checkpoint(path: str | Path, fmt: str, arch: str, num_classes: int,
     elif fmt == "torchscript":
         model = _load_torchscript(path, mean, std)
     else:
-        raise CheckpointError(f"{path}: format {fmt!r} is not supported; use 'state_dict' or 'torchscript'")
+        raise CheckpointError(f"{path}: format {fmt!r} is not supported; use 'state_dict', 'torchscript' or 'trojai'")
     model = model.to(device).eval()
     _check_io(model, path, num_classes, image_shape, device)
     return model
@@ -196,6 +199,19 @@ def _load_torchscript(path: Path, mean: Sequence[float], std: Sequence[float]) -
         return module
     with _jit_quiet():
         return torch.jit.script(NormalizedModel(module, mean, std))
+
+
+# ---- TrojAI folders -----------------------------------------------------------------------
+def _trojai_model(folder: Path, arch: str) -> tuple[Path, str]:
+    """The model file inside a TrojAI folder and its format (farm.models.trojai)."""
+    from farm.models import trojai
+
+    path, fmt = trojai.model_file(folder, CheckpointError)
+    named = trojai.folder_config(folder).get("arch")
+    if fmt == "state_dict" and named and named != arch:
+        raise CheckpointError(f"{folder}: config.json names arch {named!r} but the model's arch is {arch!r}; "
+                              f"set arch: {named}")
+    return path, fmt
 
 
 # ---- sanity ------------------------------------------------------------------------------
