@@ -125,7 +125,7 @@ def test_nc_prune_params_nested_and_checked():
                                        "params.ours.lr: must be > 0, got -1.0"}
 
 
-# ---- recovery on the zoo-trained BadNets model (target 0, 3×3 patch = 9 px) ----------------
+# ---- recovery on the zoo-trained BadNets model (target 0, 3×3 patch = 9 px): slow ----------
 @pytest.fixture(scope="module")
 def prune_run(badnets_model):
     model, ds, _ = badnets_model
@@ -138,6 +138,7 @@ def _heldout_asr(model, ds, pair, trigger) -> float:
     return asr(model, trigger, heldout(ds, *pair).float() / 255, pair[1])
 
 
+@pytest.mark.slow  # trains the zoo BadNets model once per session
 def test_nc_prune_recovers_planted_trigger(prune_run):
     model, ds, pairs, out = prune_run
     o = out[0]  # 1 -> 0, the planted target
@@ -146,6 +147,7 @@ def test_nc_prune_recovers_planted_trigger(prune_run):
     assert trigger_size(o.trigger) <= 3 * 9, "within 3x the planted 9 pixels"
 
 
+@pytest.mark.slow  # trains the zoo BadNets model once per session
 def test_nc_prune_size_is_min_of_k_and_uncut(prune_run):
     _, _, _, out = prune_run
     for o in out:
@@ -172,6 +174,7 @@ def test_nc_prune_cuts_to_exactly_k():
     assert not out.converged and out.steps == 22 and 0 <= out.attack_asr <= 1
 
 
+@pytest.mark.slow  # trains the zoo BadNets model once per session
 def test_uap_into_backdoor_target_beats_other_targets(badnets_model):
     """eps = 0.05 (the SVHN value; 4/255 moves nothing on this small model in 150 epochs)."""
     model, ds, _ = badnets_model
@@ -194,6 +197,7 @@ class _Flipped(torch.nn.Module):
         return self.model(x.flip(-1, -2))
 
 
+@pytest.mark.slow  # trains the zoo BadNets model once per session
 def test_abs_recovers_patch_inside_its_init_square(badnets_model):
     """ABS starts from a top-left sqrt(B)-square and, faithful to METHODS.md, its mask does not
     migrate across the image (any pixel switched on outside the square triggers the w*S
