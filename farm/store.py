@@ -52,6 +52,7 @@ SCHEMA = pa.schema([
     ("trigger_size", pa.float64()),  # NaN when the method never met its ASR bound
     ("raw_size", pa.float64()),  # size of the stored trigger, converged or not
     ("mask_l1", pa.float64()),  # L1 of a blend mask (NC's own size measure)
+    ("extra_json", pa.string()),  # method-specific scalars (PairOutcome.extra), JSON object
     ("asr", pa.float64()),  # held-out victim images
     ("asr_correct", pa.float64()),  # held-out images the model classifies correctly ([REC])
     *[(c, pa.float64()) for c in ROBUST_COLUMNS],
@@ -193,9 +194,11 @@ def read_pairs(pairs_dir: str, fs: pafs.FileSystem | None = None, columns: list[
     info = fs.get_file_info(pairs_dir)
     if info.type != pafs.FileType.Directory:
         return _empty(columns, with_triggers)
-    dataset = ds.dataset(pairs_dir, filesystem=fs, format="parquet",
-                         partitioning=ds.partitioning(pa.schema([(p, pa.string()) for p in PARTITIONS]),
-                                                      flavor="hive"))
+    partitions = pa.schema([(p, pa.string()) for p in PARTITIONS])
+    # Read with the full schema: columns added later (always nullable, same schema version)
+    # come back as nulls from files written before them.
+    dataset = ds.dataset(pairs_dir, filesystem=fs, format="parquet", schema=pa.unify_schemas([SCHEMA, partitions]),
+                         partitioning=ds.partitioning(partitions, flavor="hive"))
     if not dataset.files:
         return _empty(columns, with_triggers)
     versions = set(dataset.to_table(columns=["schema_version"]).column(0).to_pylist())

@@ -20,7 +20,7 @@ def row(victim: int, target: int, shard: str = "s1", **over):
         "dataset": "synthetic", "arch": "small_cnn", "model_kind": "poisoned", "attack": "badnets",
         "gt_victim": -1, "gt_target": 0, "victim": victim, "target": target, "seed": 0, "pair_seed": 123,
         "params_json": "{}", "trigger_kind": trig.kind, "trigger_shape": list(trig.array.shape),
-        "trigger": trig.to_bytes(), "trigger_size": 4.0, "raw_size": 4.0, "mask_l1": math.nan, "asr": 0.5,
+        "trigger": trig.to_bytes(), "trigger_size": 4.0, "raw_size": 4.0, "mask_l1": math.nan, "extra_json": "{}", "asr": 0.5,
         "asr_correct": 0.6, **{c: 0.1 for c in ROBUST_COLUMNS}, "asr_attack": 1.0, "n_attack": 50,
         "n_heldout": 100, "steps": 10, "converged": True, "time_to_best": 0.2, "trace_t": [0.1, 0.2],
         "trace_size": [9.0, 4.0], "status": "ok", "reason": "", "wall_s": 0.01, "batch_wall_s": 0.02,
