@@ -3,6 +3,7 @@
 Importing this package imports every method module so that the registry is complete.
 """
 from farm.methods import nc, pixel  # noqa: F401  (registration side effects)
+from farm.methods import cw  # noqa: F401,E402  (registration side effect)
 from farm.methods.base import METHODS, Method, PairBatch, PairOutcome, pair_seed
 
 __all__ = ["METHODS", "Method", "PairBatch", "PairOutcome", "pair_seed"]
