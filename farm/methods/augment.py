@@ -54,19 +54,38 @@ def crop_params(g: torch.Generator, h: int, w: int, scale: tuple[float, float],
     return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 
+@dataclass(frozen=True)
+class AugmentDraw:
+    """One mini-batch's random transform: rotation angle (degrees) and crop box."""
+
+    angle: float
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+def draw(g: torch.Generator, h: int, w: int, params: AugmentParams = AugmentParams()) -> AugmentDraw:
+    """Angle first, then the crop (torchvision's RandomRotation/RandomResizedCrop order)."""
+    angle = _uniform(g, -params.max_degrees, params.max_degrees)
+    return AugmentDraw(angle, *crop_params(g, h, w, params.scale, params.ratio))
+
+
+def apply(x: torch.Tensor, d: AugmentDraw, fill: list[float]) -> torch.Tensor:
+    """Rotate (nearest, torchvision's default; uncovered pixels = ``fill``), then crop and
+    resize back bilinearly; x: B×C×H×W, differentiable in x."""
+    h, w = x.shape[-2:]
+    x = TF.rotate(x, d.angle, interpolation=TF.InterpolationMode.NEAREST, fill=fill)
+    return TF.resized_crop(x, d.top, d.left, d.height, d.width, [h, w], antialias=True)
+
+
 def make_augment(mean: Sequence[float], params: AugmentParams = AugmentParams()) -> Augment:
     """An :data:`Augment` for the shared loop: differentiable, per-pair random draws."""
     fill = [float(m) for m in mean]
 
     def augment(x: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
         h, w = x.shape[-2:]
-        out = []
-        for xi, g in zip(x, generators):  # xi: B×C×H×W, one draw per pair and mini-batch
-            angle = _uniform(g, -params.max_degrees, params.max_degrees)
-            top, left, ch, cw = crop_params(g, h, w, params.scale, params.ratio)
-            xi = TF.rotate(xi, angle, interpolation=TF.InterpolationMode.NEAREST, fill=fill)
-            xi = TF.resized_crop(xi, top, left, ch, cw, [h, w], antialias=True)
-            out.append(xi)
-        return torch.stack(out)
+        # xi: B×C×H×W, one draw per pair and mini-batch from the pair's own generator
+        return torch.stack([apply(xi, draw(g, h, w, params), fill) for xi, g in zip(x, generators)])
 
     return augment

@@ -202,15 +202,13 @@ class CostSchedule:
         self.lowered |= lower
 
 
-class EpochProblem(ABC):
-    """Per-batch state of an epoch-loop method (variables, schedule, best-so-far).
+class PairState:
+    """Per-pair bookkeeping every batched method keeps (METHODS.md §4): generators, active
+    flags, failures, convergence, step counts, time-to-best and the Fig. 8 trace.
 
-    Every hook receives ``rows``: the indices of the pairs still active, in batch order, so
-    that finished pairs are compacted away from the forward pass.
+    Methods with their own loop (CW's rounds) use it directly; epoch-loop methods through
+    :class:`EpochProblem`.
     """
-
-    variables: list[torch.Tensor]
-    optimiser: Any  # BatchedAdam or any object with step(active)
 
     def __init__(self, batch: PairBatch, device: torch.device, dtype: torch.dtype):
         self.batch = batch
@@ -229,6 +227,29 @@ class EpochProblem(ABC):
     def per_pair(self, sample: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:
         """Stack one draw per pair from its own generator (so init ignores batch-mates)."""
         return torch.stack([sample(g) for g in self.generators]).to(self.device, self.dtype)
+
+    def mark_best(self, rows: torch.Tensor, sizes: torch.Tensor, elapsed: float) -> None:
+        """Record time-to-best and the Fig. 8 trace for pairs whose best just improved."""
+        for i in rows.nonzero().flatten().tolist():
+            self.time_to_best[i] = elapsed
+            self.trace[i].append((round(elapsed, 4), float(sizes[i])))
+
+    def fail(self, rows: torch.Tensor, reason: str) -> None:
+        """Stop pairs ``rows`` (bool mask) for good, recording why; batch-mates carry on."""
+        for i in (rows & self.active).nonzero().flatten().tolist():
+            self.failure[i] = reason
+        self.active &= ~rows
+
+
+class EpochProblem(PairState, ABC):
+    """Per-batch state of an epoch-loop method (variables, schedule, best-so-far).
+
+    Every hook receives ``rows``: the indices of the pairs still active, in batch order, so
+    that finished pairs are compacted away from the forward pass.
+    """
+
+    variables: list[torch.Tensor]
+    optimiser: Any  # BatchedAdam or any object with step(active)
 
     @abstractmethod
     def stamp(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -256,18 +277,6 @@ class EpochProblem(ABC):
     @abstractmethod
     def outcomes(self) -> list[PairOutcome]:
         """Final per-pair results."""
-
-    def mark_best(self, rows: torch.Tensor, sizes: torch.Tensor, elapsed: float) -> None:
-        """Record time-to-best and the Fig. 8 trace for pairs whose best just improved."""
-        for i in rows.nonzero().flatten().tolist():
-            self.time_to_best[i] = elapsed
-            self.trace[i].append((round(elapsed, 4), float(sizes[i])))
-
-    def fail(self, rows: torch.Tensor, reason: str) -> None:
-        """Stop pairs ``rows`` (bool mask) for good, recording why; batch-mates carry on."""
-        for i in (rows & self.active).nonzero().flatten().tolist():
-            self.failure[i] = reason
-        self.active &= ~rows
 
 
 def run_epochs(problem: EpochProblem, model: torch.nn.Module, epochs: int,
@@ -354,7 +363,7 @@ def check_params(params: Any) -> list[str]:
     return out
 
 
-def as_outcomes(problem: EpochProblem, triggers: list[Trigger]) -> list[PairOutcome]:
+def as_outcomes(problem: PairState, triggers: list[Trigger]) -> list[PairOutcome]:
     """Assemble per-pair outcomes from a finished problem and its chosen triggers."""
     return [
         PairOutcome(trigger=triggers[i], converged=bool(problem.converged[i]), steps=int(problem.steps[i]),
