@@ -192,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"farm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `farm ... | head`: the reader left; not an error of ours
+        sys.stdout = open(os.devnull, "w")
+        return 0
 
 
 if __name__ == "__main__":
