@@ -59,7 +59,9 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float
             ray.init(address=address, **kwargs)
         else:
             # A local cluster stays on loopback: nothing outside this machine needs to reach it.
-            ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
+            # address="local": without it Ray joins whatever cluster /tmp/ray/ray_current_cluster
+            # or $RAY_ADDRESS names (someone else's `ray start --head`) instead of starting one.
+            ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 
 
