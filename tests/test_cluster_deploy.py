@@ -72,9 +72,17 @@ def test_shards_spread_over_two_worker_nodes_driver_writes_file_uri(tmp_path, mo
 
 
 @pytest.mark.timeout(400)
-def test_benchmark_job_through_job_submission_api(tmp_path):
+def test_benchmark_job_through_job_submission_api(tmp_path, monkeypatch):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
+    # The head enforces token auth on its HTTP API; give it a private token (never the
+    # machine's ~/.ray/auth_token) and send that token explicitly: Ray caches the client's
+    # auth mode at import, before this test could set it.
+    token = os.urandom(16).hex()
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", token)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    headers = {"Authorization": f"Bearer {token}"}
     ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
     port, dash = _free_port(), _free_port()
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONPATH="")
@@ -86,15 +94,16 @@ def test_benchmark_job_through_job_submission_api(tmp_path):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
-        client = None
+        client, error = None, None
         deadline = time.time() + 120
         while client is None and time.time() < deadline:
             try:
-                client = JobSubmissionClient(f"http://127.0.0.1:{dash}")
-            except Exception:  # noqa: BLE001 - dashboard still starting
+                client = JobSubmissionClient(f"http://127.0.0.1:{dash}", headers=headers)
+            except Exception as exc:  # noqa: BLE001 - dashboard still starting
+                error = exc
                 assert head.poll() is None, head.stdout.read()
                 time.sleep(1)
-        assert client is not None, "dashboard did not come up"
+        assert client is not None, f"dashboard did not come up: {error}"
         cfg = _small(str(tmp_path / "out"), tmp_path / "zoo")
         path = write_config(tmp_path / "job.yaml", cfg)
         job = client.submit_job(
