@@ -24,7 +24,8 @@ from e2e_util import tiny_config, write_config
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 K = 40
-RSS_BOUND_MB = 1200  # measured ~<see docs/benchmarks.md>; far below this even with Ray's driver threads
+RSS_BOUND_MB = 1500  # measured ~960 MB: torch + Ray client + in-process zoo training (docs/benchmarks.md)
+RSS_GROWTH_MB = 150  # measured a few MB
 
 
 def test_1560_pairs_stream_through_16_shards_with_bounded_driver_memory(tmp_path):
@@ -47,14 +48,16 @@ def test_1560_pairs_stream_through_16_shards_with_bounded_driver_memory(tmp_path
     proc = psutil.Process(driver.pid)
     peak = 0
     first_shard_at = None
+    rss_at_first = 0
     try:
         while driver.poll() is None:
             try:
-                peak = max(peak, proc.memory_info().rss)
+                rss = proc.memory_info().rss
             except psutil.NoSuchProcess:
                 break
+            peak = max(peak, rss)
             if first_shard_at is None and any((tmp_path / "out" / "load" / "pairs").rglob("*.parquet")):
-                first_shard_at = time.perf_counter() - start
+                first_shard_at, rss_at_first = time.perf_counter() - start, rss
             time.sleep(0.1)
         output = driver.stdout.read()
     finally:
@@ -73,8 +76,11 @@ def test_1560_pairs_stream_through_16_shards_with_bounded_driver_memory(tmp_path
     # Streaming: shard files appear while the run goes on, not all at the end.
     span = (df["finished_at"].max() - df["finished_at"].min()).total_seconds()
     assert first_shard_at is not None and span > 0
-    peak_mb = peak / 2**20
-    pairs_s = len(df) / wall
-    print(f"\nLOAD pairs={len(df)} shards=16 wall_s={wall:.1f} pairs_per_s={pairs_s:.1f} "
-          f"shard_span_s={span:.1f} driver_peak_rss_mb={peak_mb:.0f}")
+    peak_mb, growth_mb = peak / 2**20, (peak - rss_at_first) / 2**20
+    print(f"\nLOAD pairs={len(df)} shards=16 wall_s={wall:.1f} pairs_per_s={len(df) / wall:.1f} "
+          f"pairs_per_s_shard_phase={len(df) / span:.1f} driver_peak_rss_mb={peak_mb:.0f} "
+          f"rss_growth_after_first_shard_mb={growth_mb:.0f}")
     assert peak_mb < RSS_BOUND_MB
+    # Results stream to disk: from the first stored shard to the end (summary read included)
+    # the driver grows by little, not by the run's rows and triggers.
+    assert growth_mb < RSS_GROWTH_MB
