@@ -45,7 +45,9 @@ def _tagged(tag: str) -> list[psutil.Process]:
 
 
 def _reap(tag: str, grace_s: float = 15.0) -> list[str]:
-    """Wait for a killed driver's Ray processes to exit; SIGKILL (by pid) what lingers."""
+    """Wait for a killed driver's Ray processes to exit; SIGKILL (by pid) what lingers and
+    return those names. Ray's GCS/raylet/workers normally follow their dead parent within
+    seconds; anything that does not is ours (tagged env) and is killed here, never `ray stop`."""
     deadline = time.time() + grace_s
     while _tagged(tag) and time.time() < deadline:
         time.sleep(0.5)
@@ -55,8 +57,14 @@ def _reap(tag: str, grace_s: float = 15.0) -> list[str]:
             p.kill()
         except psutil.NoSuchProcess:
             pass
+    names = []
+    for p in lingering:
+        try:
+            names.append(p.name())
+        except psutil.NoSuchProcess:
+            names.append(str(p.pid))
     psutil.wait_procs(lingering, timeout=10)
-    return [p.name() for p in lingering if p.is_running()]
+    return names
 
 
 # ---- 1. resume after SIGKILL ---------------------------------------------------------------
@@ -90,7 +98,7 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
         driver.wait(timeout=30)
         before = {sid: pq.read_table(f).to_pandas() for sid, f in _shard_files(pairs_dir).items()}
         assert 2 <= len(before) < len(shards), f"kill landed at {len(before)} of {len(shards)} shards"
-        _reap(tag)
+        print("left by the killed driver, killed by pid:", _reap(tag))
         # A crash mid-write leaves at most a hidden temp file; plant one for an unfinished shard.
         pending = next(s for s in shards if s.shard_id not in before)
         part = pairs_dir / "model_id=clean" / "method=ours" / "variant=plain"
