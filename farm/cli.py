@@ -57,7 +57,14 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     cfg = _config(args)
     from farm.runner import prepare_models, zoo_dir
 
-    models = prepare_models(cfg, print)
+    parallel = None
+    if args.address:  # train the missing models as Ray tasks on that cluster (jobs/zoo.py)
+        from farm.cluster import connect
+        from farm.models.zoo_jobs import ray_trainer
+
+        connect(args.address)
+        parallel = ray_trainer(cfg.cluster.cpus_per_actor)
+    models = prepare_models(cfg, print, parallel_train=parallel)
     print(f"\nzoo: {zoo_dir(cfg)} (manifest: {zoo_dir(cfg) / 'manifest.json'})")
     for mid, m in models.items():
         acc, asr = m.meta.get("clean_acc"), m.meta.get("asr")
@@ -133,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("zoo", help="train (or reuse) the config's zoo models and print their accuracy/ASR")
     with_config(sp)
+    sp.add_argument("--address", help="Ray address: train missing models as tasks there ('auto': running cluster)")
     sp.set_defaults(func=cmd_zoo)
 
     sp = sub.add_parser("tables", help="regenerate tables and heat maps of a run from its Parquet files")

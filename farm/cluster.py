@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from collections import deque
@@ -28,11 +29,24 @@ import ray
 import torch
 from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
-from farm.config import ClusterSpec
+from farm.config import ClusterSpec, ConfigError
 from farm.grid import Job, Shard
 from farm.worker import ModelPayload, PairImages, ShardExecutor
 
 log = logging.getLogger("farm.cluster")
+
+
+FAULT_ENV = "FARM_FAULT_INJECTION"
+
+
+def fault_setting(spec: ClusterSpec) -> str | None:
+    """``cluster.fault_injection``, else ``$FARM_FAULT_INJECTION`` (to exercise the retry path
+    of a deployed cluster without editing its config); off by default."""
+    value = spec.fault_injection or os.environ.get(FAULT_ENV) or None
+    if value and not re.match(r"^(exit|raise|nan):\d+$", value):
+        raise ConfigError([f"${FAULT_ENV}: expected 'exit:<n>', 'raise:<n>' or 'nan:<n>', got {value!r}; "
+                           f"unset it for a normal run"])
+    return value
 
 
 def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float]:
@@ -44,8 +58,9 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float
         if address:
             ray.init(address=address, **kwargs)
         else:
-            # "local" always starts a private cluster (address=None would silently join any
-            # `ray start` head on the machine); it stays on loopback.
+            # A local cluster stays on loopback: nothing outside this machine needs to reach it.
+            # address="local": without it Ray joins whatever cluster /tmp/ray/ray_current_cluster
+            # or $RAY_ADDRESS names (someone else's `ray start --head`) instead of starting one.
             ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 
@@ -58,6 +73,8 @@ class MethodActor:
                  images: PairImages, device: str, threads: int):
         torch.set_num_threads(threads)
         self.executor = ShardExecutor(payload, method, params, variant, images, device)
+        # Hostnames repeat across containers and test clusters; the Ray node id does not.
+        self.executor.worker += f"@{ray.get_runtime_context().get_node_id()[:8]}"
 
     def run(self, shard: Shard, batch_size: int, run_id: str, config_hash: str, attempt: int,
             fault: str | None, shard_no: int) -> list[dict[str, Any]]:
@@ -126,6 +143,7 @@ def run_shards(items: list[WorkItem], contexts: dict[tuple[str, str, str], JobCo
                on_rows: Callable[[WorkItem, list[dict[str, Any]]], None],
                on_failed: Callable[[WorkItem, str], None]) -> None:
     """Run every work item to completion (success or stored failure)."""
+    fault = fault_setting(spec)
     pending: dict[tuple[str, str, str], deque[WorkItem]] = {}
     for item in items:
         pending.setdefault(item.shard.job.key, deque()).append(item)
@@ -142,7 +160,7 @@ def run_shards(items: list[WorkItem], contexts: dict[tuple[str, str, str], JobCo
 
     def submit(slot: _Slot, item: WorkItem) -> None:
         ref = slot.actor.run.remote(item.shard, batch_size, run_id, config_hash, item.attempt,
-                                    spec.fault_injection, item.shard_no)
+                                    fault, item.shard_no)
         slot.busy = True
         in_flight[ref] = (slot, item)
 

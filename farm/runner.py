@@ -21,7 +21,7 @@ from farm.data import load_dataset
 from farm.data.base import Dataset
 from farm.data.selection import attack_indices, gather, heldout_indices
 from farm.grid import ANY, Pair, expand, select_pairs
-from farm.store import RunStore, StoreError, filesystem
+from farm.store import SCALAR_COLUMNS, RunStore, StoreError, filesystem
 from farm.worker import ModelPayload, PairImages, failed_rows, image_key, payload_from_module
 
 log = logging.getLogger("farm.runner")
@@ -77,6 +77,7 @@ def open_run(cfg: Config, resume: str | None) -> RunStore:
         raise RunError(f"run {store.run_id!r} already exists under {cfg.run.output!r}" +
                        (f"; continue it with --resume {store.run_id}" if same else
                         " and belongs to a different config; choose another run.id"))
+    store.ensure_writable()
     return store
 
 
@@ -229,7 +230,9 @@ def execute(cfg: Config, resume: str | None = None, log_fn: Log = print) -> RunR
                            store.run_id, cfg.hash(), on_rows, on_failed)
     finally:
         progress.close()
-    df = store.read(with_triggers=False)
+    # Scalar columns only: the driver's memory grows by a few numbers per pair, never by
+    # triggers or traces (those stay in Parquet for farm tables / later metrics).
+    df = store.read(columns=SCALAR_COLUMNS)
     if len(df) != total_pairs:
         raise RunError(f"run {store.run_id}: expected {total_pairs} pair rows, found {len(df)}")
     store.write_manifest(manifest | {"status": "complete", "shards": len(shards), "pairs": total_pairs,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,15 @@ SCHEMA = pa.schema([
 ])
 
 
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+# Per-pair arrays (trigger, training trace) dominate a row's size; readers that only aggregate
+# (the closing summary, MLflow metrics) leave them on disk.
+BULK_COLUMNS = ("trigger", "trigger_shape", "trace_t", "trace_size")
+SCALAR_COLUMNS = [n for n in SCHEMA.names + list(PARTITIONS) if n not in BULK_COLUMNS]
+
+
 class StoreError(RuntimeError):
     """A results folder could not be read or written; the message says which and why."""
 
@@ -100,6 +110,11 @@ class RunStore:
     run_id: str
 
     def __post_init__(self) -> None:
+        if not _RUN_ID.match(self.run_id) or ".." in self.run_id:
+            # Run ids come from the command line (--resume, farm tables) as well as configs:
+            # checked here, where they become paths, so none can escape the output root.
+            raise StoreError(f"run id {self.run_id!r}: must match {_RUN_ID.pattern} without '..' "
+                             "(a folder name under the output root, no path separators)")
         self.fs, root = filesystem(self.output)
         self.root = root.rstrip("/")
         self.run_dir = f"{self.root}/{self.run_id}"
@@ -117,6 +132,19 @@ class RunStore:
         except OSError as exc:
             raise StoreError(f"cannot write results to {self.run_dir}: {exc}. Choose a writable "
                              f"run.output (or --set run.output=PATH).") from None
+
+    def ensure_writable(self) -> None:
+        """Create the run folder and write a probe file, so a read-only or unreachable output
+        fails before any model is trained, not after hours of work."""
+        probe = f"{self.run_dir}/.write-probe"
+        try:
+            self.fs.create_dir(self.run_dir, recursive=True)
+            with self.fs.open_output_stream(probe) as f:
+                f.write(b"ok")
+            self.fs.delete_file(probe)
+        except OSError as exc:
+            raise StoreError(f"run.output {self.output!r}: cannot write to {self.run_dir} ({exc}). Choose a "
+                             f"writable folder or URI with --set run.output=PATH.") from None
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         self._write_atomic(f"{self.run_dir}/manifest.json", json.dumps(manifest, indent=2).encode())

@@ -42,6 +42,36 @@ def tracking_uri(cfg: Config) -> str:
     return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
 
 
+class TrackingUnavailable(RuntimeError):
+    """The MLflow server did not answer; results are in Parquet and can be logged later."""
+
+
+def wait_reachable(uri: str, tries: int = 3, timeout_s: float = 5.0, backoff_s: float = 1.0) -> None:
+    """Probe an http(s) tracking server a few times before logging.
+
+    MLflow's own client retries a refused connection with exponential backoff for minutes;
+    a benchmark that already finished should instead warn quickly and move on.
+    """
+    import time
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    last: Exception | None = None
+    for i in range(tries):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+                return
+        except urllib.error.HTTPError:
+            return  # the server answered (an old server may lack /health)
+        except (urllib.error.URLError, OSError) as exc:
+            last = exc
+            if i + 1 < tries:
+                time.sleep(backoff_s * 2 ** i)
+    raise TrackingUnavailable(f"MLflow server {uri} unreachable after {tries} tries ({last})")
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -81,6 +111,7 @@ def log_run(cfg: Config, store: RunStore, df: pd.DataFrame, num_classes: dict[st
     import mlflow
 
     uri = tracking_uri(cfg)
+    wait_reachable(uri)
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.set_experiment(cfg.tracking.experiment)
     run_id = store.run_id

@@ -1,15 +1,11 @@
-"""`ray job submit` entry point for `farm align`: align a finished run's triggers on the cluster.
+"""``ray job submit --working-dir . -- python jobs/align.py RUN_ID --output ROOT``
 
-    ray job submit --address http://HEAD:8265 --working-dir . -- \
-        python jobs/align.py RUN_ID --output /shared/results
-
-Inside a Ray job the driver joins the job's cluster (address "auto").
+Align a finished run's stored triggers (by size, by ASR) on the cluster (``farm align``); the
+job's driver joins the running cluster (address "auto").
 """
-from __future__ import annotations
-
 import sys
 
-from farm.cli import main
+from _entry import run
 
 if __name__ == "__main__":
-    sys.exit(main(["align", *sys.argv[1:], *([] if "--address" in sys.argv else ["--address", "auto"])]))
+    sys.exit(run("align", sys.argv[1:], join_cluster=True))

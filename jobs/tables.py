@@ -1,16 +1,12 @@
-"""`ray job submit` entry point for `farm tables`: regenerate a run's paper tables and figures.
+"""``ray job submit --working-dir . -- python jobs/tables.py RUN_ID --output ROOT [--format md,csv,tex]``
 
-    ray job submit --address http://HEAD:8265 --working-dir . -- \
-        python jobs/tables.py RUN_ID --output /shared/results --format md,csv,tex
-
-Inside a Ray job, the alignment that `farm tables` runs when it is missing joins the job's
-cluster (RAY_ADDRESS is set by Ray for job drivers).
+Regenerate a run's tables and figures from its Parquet files and log them to MLflow
+(``farm tables``). When the alignment is missing, ``farm tables`` computes it on Ray and, inside
+a job, joins the job's cluster (Ray sets RAY_ADDRESS for job drivers).
 """
-from __future__ import annotations
-
 import sys
 
-from farm.cli import main
+from _entry import run
 
 if __name__ == "__main__":
-    sys.exit(main(["tables", *sys.argv[1:]]))
+    sys.exit(run("tables", sys.argv[1:], join_cluster=False))
