@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import sys
 import time
 from collections import deque
@@ -56,6 +57,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float
         kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
                                   "log_to_driver": True}
         if address:
+            _check_reachable(address)
             ray.init(address=address, **kwargs)
         else:
             # A local cluster stays on loopback: nothing outside this machine needs to reach it.
@@ -63,6 +65,33 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float
             # or $RAY_ADDRESS names (someone else's `ray start --head`) instead of starting one.
             ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
     return {k: float(v) for k, v in ray.cluster_resources().items()}
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, with the fix, when the cluster to join is not there.
+
+    ``ray.init`` retries a dead address for minutes; with ``auto`` that happens whenever
+    /tmp/ray/ray_current_cluster names a head that has since stopped.
+    """
+    if "://" in address:  # ray:// client addresses are checked by Ray itself
+        return
+    from ray._private.services import canonicalize_bootstrap_address
+
+    from farm.runner import RunError
+
+    try:
+        resolved = canonicalize_bootstrap_address(address)
+    except ConnectionError:
+        resolved = None
+    if not resolved:
+        raise RunError(f"--address {address}: no running Ray cluster found; start one with `ray start --head` "
+                       f"or leave cluster.address empty for a local Ray")
+    host, _, port = resolved.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise RunError(f"--address {address}: the Ray cluster at {resolved} does not answer ({exc}); is its head "
+                       f"still running? (`ray status`), or pass the head's address explicitly") from None
 
 
 @ray.remote(max_restarts=0, max_task_retries=0)

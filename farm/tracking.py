@@ -14,8 +14,9 @@ import math
 import os
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 
@@ -27,6 +28,24 @@ from farm.store import RunStore, filesystem
 log = logging.getLogger("farm.tracking")
 TAG_RUN = "farm.run_id"
 TAG_JOB = "farm.job"
+
+
+@contextmanager
+def scoped_uri(uri: str) -> Iterator[None]:
+    """Point MLflow at ``uri`` for a block, then restore $MLFLOW_TRACKING_URI.
+
+    ``mlflow.set_tracking_uri`` also writes the environment variable, which would make every
+    later run in the same process (a notebook, a test session, ``farm run`` then ``farm
+    tables``) log into this store instead of its own default.
+    """
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # None unsets the variable again
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -112,27 +131,27 @@ def log_run(cfg: Config, store: RunStore, df: pd.DataFrame, num_classes: dict[st
 
     uri = tracking_uri(cfg)
     wait_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    experiment = mlflow.set_experiment(cfg.tracking.experiment)
-    run_id = store.run_id
-    with _find_or_start(mlflow, experiment.experiment_id, {TAG_RUN: run_id}, run_id) as parent:
-        params = _flatten({"config": json.loads(json.dumps(cfg.results_dict()))})
-        params |= {"git_commit": git_commit(), "config_hash": cfg.hash()}
-        params |= {k: str(v) for k, v in (extra_params or {}).items()}
-        existing = mlflow.get_run(parent.info.run_id).data.params
-        mlflow.log_params({k: v for k, v in params.items() if k not in existing})
-        table = summary(df)
-        anomalies = anomaly_table(df, num_classes)
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, frame in (("summary", table), ("anomaly", anomalies)):
-                frame.to_csv(Path(tmp) / f"{name}.csv", index=False)
-                (Path(tmp) / f"{name}.md").write_text(frame.to_markdown(index=False, floatfmt=".4g"))
-            mlflow.log_artifacts(tmp, "tables")
-        mlflow.log_table(table, "summary.json")
-        for key, g in df.groupby(JOB, sort=True):
-            _log_job(mlflow, experiment.experiment_id, parent.info.run_id, run_id, key, g,
-                     num_classes[key[0]], class_names.get(key[0], []))
-        return parent.info.run_id
+    with scoped_uri(uri):
+        experiment = mlflow.set_experiment(cfg.tracking.experiment)
+        run_id = store.run_id
+        with _find_or_start(mlflow, experiment.experiment_id, {TAG_RUN: run_id}, run_id) as parent:
+            params = _flatten({"config": json.loads(json.dumps(cfg.results_dict()))})
+            params |= {"git_commit": git_commit(), "config_hash": cfg.hash()}
+            params |= {k: str(v) for k, v in (extra_params or {}).items()}
+            existing = mlflow.get_run(parent.info.run_id).data.params
+            mlflow.log_params({k: v for k, v in params.items() if k not in existing})
+            table = summary(df)
+            anomalies = anomaly_table(df, num_classes)
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, frame in (("summary", table), ("anomaly", anomalies)):
+                    frame.to_csv(Path(tmp) / f"{name}.csv", index=False)
+                    (Path(tmp) / f"{name}.md").write_text(frame.to_markdown(index=False, floatfmt=".4g"))
+                mlflow.log_artifacts(tmp, "tables")
+            mlflow.log_table(table, "summary.json")
+            for key, g in df.groupby(JOB, sort=True):
+                _log_job(mlflow, experiment.experiment_id, parent.info.run_id, run_id, key, g,
+                         num_classes[key[0]], class_names.get(key[0], []))
+            return parent.info.run_id
 
 
 def _log_job(mlflow: Any, experiment_id: str, parent_id: str, run_id: str, key: tuple[str, str, str],
@@ -183,16 +202,16 @@ def log_paper_tables(run_id: str, output: str, folder: Path, frames: dict[str, p
     import mlflow
 
     uri, experiment_name = paper_tables_uri(output, run_id, explicit_uri)
-    mlflow.set_tracking_uri(uri)
-    experiment = mlflow.set_experiment(experiment_name)
-    client = mlflow.MlflowClient()
-    ids = [e.experiment_id for e in client.search_experiments()]
-    found = [r for r in mlflow.search_runs(ids, filter_string=f"tags.`{TAG_RUN}` = '{run_id}'", output_format="list")
-             if "mlflow.parentRunId" not in r.data.tags]
-    kwargs = ({"run_id": found[0].info.run_id} if found else
-              {"experiment_id": experiment.experiment_id, "run_name": run_id, "tags": {TAG_RUN: run_id}})
-    with mlflow.start_run(**kwargs):
-        mlflow.log_artifacts(str(folder), "paper_tables")
-        for name, frame in frames.items():
-            mlflow.log_table(frame.reset_index(drop=True), f"paper_tables/{name}.json")
-    return uri
+    with scoped_uri(uri):
+        experiment = mlflow.set_experiment(experiment_name)
+        client = mlflow.MlflowClient()
+        ids = [e.experiment_id for e in client.search_experiments()]
+        found = [r for r in mlflow.search_runs(ids, filter_string=f"tags.`{TAG_RUN}` = '{run_id}'", output_format="list")
+                 if "mlflow.parentRunId" not in r.data.tags]
+        kwargs = ({"run_id": found[0].info.run_id} if found else
+                  {"experiment_id": experiment.experiment_id, "run_name": run_id, "tags": {TAG_RUN: run_id}})
+        with mlflow.start_run(**kwargs):
+            mlflow.log_artifacts(str(folder), "paper_tables")
+            for name, frame in frames.items():
+                mlflow.log_table(frame.reset_index(drop=True), f"paper_tables/{name}.json")
+        return uri

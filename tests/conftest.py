@@ -92,3 +92,10 @@ def heldout(ds, victim: int | None, target: int, max_n: int | None = None):
     from farm.data.selection import gather, heldout_indices
 
     return gather(ds, "test", heldout_indices(ds, victim, target, max_n, 0))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tracking_env(monkeypatch):
+    """Each test starts without $MLFLOW_TRACKING_URI: mlflow.set_tracking_uri in one test
+    (or a library) writes it, and it would redirect every later run's logging."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

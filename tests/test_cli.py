@@ -41,3 +41,15 @@ def test_resume_unknown_run_is_a_clean_error(tmp_path, capsys):
     assert main(["run", str(path), "--resume", "nope"]) == 2
     err = capsys.readouterr().err
     assert "no run 'nope'" in err and "Traceback" not in err
+
+
+def test_unreachable_cluster_address_fails_fast(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here once the socket is closed
+    path = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "out"))
+    assert main(["run", str(path), "--address", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err
+    assert "does not answer" in err and "Traceback" not in err

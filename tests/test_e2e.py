@@ -1,12 +1,14 @@
 """End to end through real local Ray, Parquet and sqlite MLflow (no mocks)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_for_head(head: subprocess.Popen, port: int, log: Path, timeout: float = 120.0) -> None:
+    """Until the head answers and has published itself for `--address auto`."""
+    current = Path("/tmp/ray/ray_current_cluster")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert head.poll() is None, f"ray start --head exited early:\n{log.read_text()[-3000:]}"
+        published = current.is_file() and current.read_text().strip().endswith(f":{port}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            if published:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"Ray head on port {port} not ready after {timeout} s")
+
+
 def test_cli_run_joins_existing_cluster_with_address_auto(tmp_path, finished_run):
     """`ray start --head`, then `farm run --address auto` in a separate process.
 
@@ -96,24 +115,25 @@ def test_cli_run_joins_existing_cluster_with_address_auto(tmp_path, finished_run
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     port = _free_port()
     head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--node-ip-address=127.0.0.1",
-                             "--include-dashboard=false", "--disable-usage-stats",
-                             f"--temp-dir={tmp_path / 'ray'}"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             "--include-dashboard=false", "--disable-usage-stats"],
+                            env=env, stdout=(tmp_path / "head.log").open("w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
+        _wait_for_head(head, port, tmp_path / "head.log")
         cfg = tiny_config(tmp_path)
         cfg["methods"] = [{"name": "ours", "params": {"epochs": 1}}]
         cfg["models"] = cfg["models"][:1]
         cfg["pairs"] = {"mode": "sample", "sample": 6, "victim_images": 8, "batch_size": 8, "heldout_images": 4}
         path = write_config(tmp_path / "c.yaml", cfg)
-        env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
         proc = subprocess.run([sys.executable, "-m", "farm", "run", str(path), "--address", "auto"],
                               capture_output=True, text=True, env=env, timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "mean_size" in proc.stdout and "run id:" in proc.stdout
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGTERM)
+            try:
+                head.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(head.pid, signal.SIGKILL)
+
