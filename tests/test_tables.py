@@ -194,3 +194,13 @@ def test_farm_run_then_tables_logs_to_mlflow(tmp_path, monkeypatch):
                 "paper_tables/index.md"} <= arts
         figs = client.list_artifacts(parents[0].info.run_id, "paper_tables/figures/poisoned")
         assert any(a.path.endswith("align-nc-plain-k_star.png") for a in figs)
+
+
+def test_best_size_curve_is_median_of_step_functions():
+    from farm.report.tables import best_size_curve
+
+    g = pd.DataFrame({"trace_t": [[1.0, 3.0], [2.0], []], "trace_size": [[50.0, 10.0], [30.0], []]})
+    curve = best_size_curve(g, np.array([0.5, 1.5, 2.5, 3.5]))
+    # t=0.5: nobody has a trigger; t=1.5: only 1 of 3 (< half); t=2.5: 50, 30 -> 40; t=3.5: 10, 30 -> 20
+    assert np.isnan(curve[0]) and np.isnan(curve[1])
+    assert curve[2] == 40.0 and curve[3] == 20.0

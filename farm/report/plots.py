@@ -61,6 +61,24 @@ def heatmap(mat: np.ndarray, title: str, class_names: list[str], cbar_label: str
     return png_bytes(heatmap_figure(mat, title, class_names, cbar_label, fmt, cmap, log))
 
 
+def curves(series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, xlabel: str, ylabel: str,
+           logy: bool = True) -> bytes:
+    """Step curves (label -> (x, y)) on one axis, as PNG bytes (Fig 8: best size vs time)."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5.0, 3.4), dpi=100)
+        for label, (x, y) in sorted(series.items()):
+            ax.step(x, y, where="post", label=label)
+        if logy:
+            ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend()
+        ax.grid(True, alpha=0.3)
+        fig.tight_layout()
+    return png_bytes(fig)
+
+
 def save(png: bytes, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png)

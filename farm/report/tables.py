@@ -293,6 +293,45 @@ def build_tables(data: RunData) -> list[Table]:
 
 
 # ---- figures -------------------------------------------------------------------------------
+def best_size_curve(g: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
+    """Median over pairs of the best trigger size found by each time in ``grid`` (Fig 8).
+
+    Each row's trace holds (elapsed batch seconds, best size) at every improvement; a pair
+    without a trigger yet counts as missing, and the median is shown once half the pairs have
+    one (NaN before), so early points are not the median of a lucky few.
+    """
+    vals = np.full((len(g), len(grid)), np.nan)
+    for i, (ts, ss) in enumerate(zip(g["trace_t"], g["trace_size"])):
+        ts, ss = np.asarray(ts, dtype=float), np.asarray(ss, dtype=float)
+        if len(ts):
+            idx = np.searchsorted(ts, grid, side="right") - 1
+            vals[i] = np.where(idx >= 0, ss[idx.clip(0)], np.nan)
+    enough = np.isfinite(vals).sum(0) >= max(1, len(g) / 2)
+    out = np.full(len(grid), np.nan)
+    if enough.any():
+        out[enough] = np.nanmedian(vals[:, enough], axis=0)
+    return out
+
+
+def speed_figures(data: RunData) -> dict[str, bytes]:
+    """Fig 8 analogue per (model, variant) with both ours and CW: best size vs time."""
+    from farm.report.plots import curves
+
+    out: dict[str, bytes] = {}
+    pairs = data.df[(data.df["victim"] >= 0) & (data.df["status"] == "ok")]
+    for (model, variant), g in pairs.groupby(["model_id", "variant"], sort=True):
+        jobs = {m: gm for m, gm in g.groupby("method") if m in ("ours", "cw")}
+        if len(jobs) < 2:
+            continue
+        end = max(float(max((t[-1] for t in gm["trace_t"] if len(t)), default=0.0)) for gm in jobs.values())
+        grid = np.linspace(0.0, end, 200) if end > 0 else np.zeros(1)
+        series = {m: (grid, best_size_curve(gm, grid)) for m, gm in jobs.items()}
+        out[f"figures/{model}/fig8-{variant}-size-vs-time.png"] = curves(
+            series, f"{model}/{variant}: best trigger size vs time (Fig 8)",
+            "elapsed batch time (s)", "median best size (px)")
+    return out
+
+
 def figures(data: RunData) -> dict[str, bytes]:
     """Heat maps (relative path -> PNG): size and ASR per job; align-by-size, align-by-ASR and
     ratio maps per (ours, other) from the alignment rows."""
@@ -316,6 +355,7 @@ def figures(data: RunData) -> dict[str, bytes]:
                                     ("size_ratio", f"size({method}) / k* (Fig 10/14 ratio)", "{:.2g}")):
                 out[f"{base}-{col}.png"] = heatmap(pair_matrix(ok, col, k), f"{model}/{variant}: {label}",
                                                    names, col, fmt)
+    out |= speed_figures(data)
     return dict(sorted(out.items()))
 
 
