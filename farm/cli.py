@@ -81,7 +81,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
     from farm.report.tables import regenerate
 
     out = regenerate(args.run_id, output=args.output, out_dir=args.out, formats=args.format.split(","),
-                     tracking_uri=args.tracking_uri, log_mlflow=not args.no_mlflow)
+                     tracking_uri=args.tracking_uri, log_mlflow=not args.no_mlflow, align=not args.no_align)
     print(f"tables and figures written to {out}")
     return 0
 
@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", default="md,csv", help="comma list of md, csv, tex (default: md,csv)")
     sp.add_argument("--tracking-uri", help="MLflow URI to log to (default: the run's sqlite store)")
     sp.add_argument("--no-mlflow", action="store_true", help="write files only, do not log to MLflow")
+    sp.add_argument("--no-align", action="store_true",
+                    help="do not compute a missing alignment (its maps are then reported as missing)")
     sp.set_defaults(func=cmd_tables)
 
     sp = sub.add_parser("align", help="align every method's stored triggers with ours (by size, by ASR) on Ray")

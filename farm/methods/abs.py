@@ -19,8 +19,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from farm.methods.base import (BatchedAdam, EpochProblem, Method, PairBatch, PairOutcome, as_outcomes, check_params,
+from farm.methods.base import (BatchedAdam, Method, PairBatch, PairOutcome, as_outcomes, check_params,
                                register, run_epochs)
+from farm.methods.blend import BlendProblem
 from farm.triggers import Trigger, mask_size
 
 NNZ_THRESHOLD = 0.01  # ABS counts a mask pixel as "on" above this value
@@ -130,7 +131,9 @@ def select_neurons(model: nn.Module, batch: PairBatch) -> torch.Tensor:
     return grad.argmax(1)
 
 
-class ABSProblem(EpochProblem):
+class ABSProblem(BlendProblem):
+    squash = staticmethod(squash)
+
     def __init__(self, params: ABSParams, batch: PairBatch, model: nn.Module):
         images = batch.images
         super().__init__(batch, images.device, images.dtype)
@@ -157,15 +160,6 @@ class ABSProblem(EpochProblem):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-
-    def current(self) -> torch.Tensor:
-        a, b = self.variables
-        return torch.cat([squash(a.detach()).unsqueeze(1), squash(b.detach())], 1)
-
-    def stamp(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        m = squash(self.variables[0][rows]).unsqueeze(1).unsqueeze(1)  # A×1×1×H×W
-        p = squash(self.variables[1][rows]).unsqueeze(1)  # A×1×C×H×W
-        return (1 - m) * x + m * p
 
     def regulariser(self, rows: torch.Tensor) -> torch.Tensor:
         return size_penalty(squash(self.variables[0][rows]), self.prm.size_bound, self.prm.penalty_weight)

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from farm.methods.base import (BatchedAdam, CostSchedule, EpochMethod, EpochProblem, PairBatch, PairOutcome,
+from farm.methods.base import (BatchedAdam, CostSchedule, EpochMethod, PairBatch, PairOutcome,
                                as_outcomes, check_params, register)
+from farm.methods.blend import BlendProblem
 from farm.methods.pixel import EPS
 from farm.triggers import Trigger, mask_size
 
@@ -45,7 +46,9 @@ def unsquash(y: torch.Tensor) -> torch.Tensor:
     return torch.atanh((y - 0.5) * (2 - EPS))
 
 
-class NCProblem(EpochProblem):
+class NCProblem(BlendProblem):
+    squash = staticmethod(squash)
+
     def __init__(self, params: NCParams, batch: PairBatch, device: torch.device, dtype: torch.dtype):
         super().__init__(batch, device, dtype)
         self.prm = params
@@ -62,15 +65,6 @@ class NCProblem(EpochProblem):
         self.es_count = torch.zeros(p, dtype=torch.long, device=device)
         self.best = torch.zeros((p, 1 + c, h, w), dtype=dtype, device=device)
 
-    def _current(self) -> torch.Tensor:
-        a, b = self.variables
-        return torch.cat([squash(a.detach()).unsqueeze(1), squash(b.detach())], 1)
-
-    def stamp(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        m = squash(self.variables[0][rows]).unsqueeze(1).unsqueeze(1)  # A×1×1×H×W
-        p = squash(self.variables[1][rows]).unsqueeze(1)  # A×1×C×H×W
-        return (1 - m) * x + m * p
-
     def regulariser(self, rows: torch.Tensor) -> torch.Tensor:
         return squash(self.variables[0][rows]).flatten(1).sum(1)  # L1 of the mask
 
@@ -82,7 +76,7 @@ class NCProblem(EpochProblem):
         act = self.active
         success = asr >= self.prm.asr_threshold
         improved = act & success & (reg < self.r_best)
-        current = self._current()
+        current = self.current()
         self.best = torch.where(improved.view(-1, 1, 1, 1), current, self.best)
         self.r_best = torch.where(improved, reg, self.r_best)
         self.converged |= improved
@@ -98,7 +92,7 @@ class NCProblem(EpochProblem):
         self.cost.update(success, act)
 
     def outcomes(self) -> list[PairOutcome]:
-        chosen = torch.where(self.converged.view(-1, 1, 1, 1), self.best, self._current())
+        chosen = torch.where(self.converged.view(-1, 1, 1, 1), self.best, self.current())
         out = as_outcomes(self, [Trigger("blend", chosen[i].float().cpu()) for i in range(self.batch.size)])
         for o, t in zip(out, chosen):
             o.extra["mask_l1"] = float(t[0].sum())  # NC's own size measure (MAD uses it)
