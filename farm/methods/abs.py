@@ -21,7 +21,7 @@ from torch import nn
 
 from farm.methods.base import (BatchedAdam, Method, PairBatch, PairOutcome, as_outcomes, check_params,
                                register, run_epochs)
-from farm.methods.blend import BlendProblem
+from farm.methods.blend import BlendProblem, half_tanh
 from farm.triggers import Trigger, mask_size
 
 NNZ_THRESHOLD = 0.01  # ABS counts a mask pixel as "on" above this value
@@ -72,9 +72,7 @@ def init_mask_variable(h: int, w: int, bound: int, dtype: torch.dtype = torch.fl
     return a
 
 
-def squash(a: torch.Tensor) -> torch.Tensor:
-    """tanh(a)/2 + 0.5 ([ABS]; no epsilon, unlike [NC])."""
-    return torch.tanh(a) / 2 + 0.5
+squash = half_tanh  # [ABS]: no epsilon, unlike [NC]
 
 
 def margin(logits: torch.Tensor, targets: torch.Tensor, victims: list[int | None]) -> torch.Tensor:

@@ -202,6 +202,17 @@ class CostSchedule:
         self.lowered |= lower
 
 
+def per_sample_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy to each pair's target for logits A×B×K and targets A: shape A×B."""
+    a, b, k = logits.shape
+    return F.cross_entropy(logits.reshape(a * b, k), targets.repeat_interleave(b), reduction="none").view(a, b)
+
+
+def hit_rate(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Share of each pair's images classified as its target (batch ASR), logits A×B×K -> A."""
+    return (logits.argmax(-1) == targets.unsqueeze(1)).to(logits.dtype).mean(1)
+
+
 class PairState:
     """Per-pair bookkeeping every batched method keeps (METHODS.md §4): generators, active
     flags, failures, convergence, step counts, time-to-best and the Fig. 8 trace.
@@ -261,10 +272,7 @@ class EpochProblem(PairState, ABC):
 
     def data_loss(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Attack loss per pair from logits A×B×K: mean CE to the target by default."""
-        a, b, k = logits.shape
-        ce = F.cross_entropy(logits.reshape(a * b, k), self.targets[rows].repeat_interleave(b),
-                             reduction="none")
-        return ce.view(a, b).mean(1)
+        return per_sample_ce(logits, self.targets[rows]).mean(1)
 
     @abstractmethod
     def total_loss(self, data: torch.Tensor, reg: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -321,7 +329,7 @@ def run_epochs(problem: EpochProblem, model: torch.nn.Module, epochs: int,
             torch.where(finite, loss, torch.zeros_like(loss)).sum().backward()
             problem.optimiser.step(problem.active)
             with torch.no_grad():
-                hit = (logits.argmax(-1) == problem.targets[rows].unsqueeze(1)).to(problem.dtype).mean(1)
+                hit = hit_rate(logits, problem.targets[rows])
                 asr_sum[rows] += hit
                 reg_sum[rows] += reg.detach()
         done = active_at_start & problem.active

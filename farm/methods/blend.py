@@ -13,6 +13,12 @@ import torch
 from farm.methods.base import EpochProblem
 
 
+def half_tanh(a: torch.Tensor) -> torch.Tensor:
+    """tanh(a)/2 + 0.5: [ABS]'s mask/pattern squash and CW's pattern q ([CWc] works in
+    [-0.5, 0.5]; we shift to [0, 1] pixels)."""
+    return torch.tanh(a) / 2 + 0.5
+
+
 class BlendProblem(EpochProblem):
     """``variables = [a, b]``; subclasses set ``squash`` and build the variables."""
 

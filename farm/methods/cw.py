@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import torch
 
 from farm.methods.base import (Augment, BatchedAdam, Method, PairBatch, PairOutcome, PairState, as_outcomes,
-                               check_params, register)
+                               check_params, hit_rate, register)
+from farm.methods.blend import half_tanh
 from farm.triggers import Trigger
 
 CHANGED = 1e-4  # [CWc]: a pixel counts as changed when some channel moved by >= 1e-4
@@ -62,11 +63,6 @@ class CWParams:
         if self.prune_frac <= 0:
             out.append(f"prune_frac: must be > 0, got {self.prune_frac}")
         return out
-
-
-def squash(w: torch.Tensor) -> torch.Tensor:
-    """q = tanh(w)/2 + 0.5: the pattern in [0,1] ([CWc] works in [-0.5, 0.5])."""
-    return torch.tanh(w) / 2 + 0.5
 
 
 def unsquash(q: torch.Tensor) -> torch.Tensor:
@@ -129,7 +125,7 @@ class CWProblem(PairState):
             rows = self.active.nonzero().flatten()
             x = images[rows]  # A×N×C×H×W: the full attack set every iteration ([CWc] set version)
             self.w.grad = None
-            q = squash(self.w[rows]).unsqueeze(1)
+            q = half_tanh(self.w[rows]).unsqueeze(1)
             v = self.v[rows][:, None, None]
             x_adv = v * q + (1 - v) * x
             x_in = x_adv if self.augment is None else self.augment(
@@ -139,7 +135,7 @@ class CWProblem(PairState):
             finite = torch.isfinite(loss)
             torch.where(finite, loss, torch.zeros_like(loss)).sum().backward()
             with torch.no_grad():
-                hit = (logits.argmax(-1) == self.targets[rows].unsqueeze(1)).to(self.dtype).mean(1)
+                hit = hit_rate(logits, self.targets[rows])
                 self.last_asr[rows] = hit
                 reached = hit >= self.prm.asr_threshold
                 success, step = self._mask(rows, finite & reached), self._mask(rows, finite & ~reached)
@@ -160,7 +156,7 @@ class CWProblem(PairState):
     def _accept(self, success: torch.Tensor, rows: torch.Tensor, diff: torch.Tensor, elapsed: float) -> None:
         """Record each success, prune its v, and start its next inner solve (fresh Adam)."""
         grad = self.w.grad
-        q = squash(self.w.detach())
+        q = half_tanh(self.w.detach())
         self.mark_best(success, self.v.flatten(1).sum(1), elapsed)
         position = {int(r): k for k, r in enumerate(rows.tolist())}
         for i in success.nonzero().flatten().tolist():
@@ -191,7 +187,7 @@ class CWProblem(PairState):
 
     def outcomes(self) -> list[PairOutcome]:
         """Last success per pair; without one, the current [v; q] flagged unconverged."""
-        current = torch.cat([self.v.unsqueeze(1), squash(self.w.detach())], 1)
+        current = torch.cat([self.v.unsqueeze(1), half_tanh(self.w.detach())], 1)
         chosen = torch.where(self.converged.view(-1, 1, 1, 1), self.solution, current)
         self.last_asr = torch.where(self.converged, self.solution_asr, self.last_asr)
         out = as_outcomes(self, [Trigger("blend", chosen[i].float().cpu()) for i in range(self.batch.size)])

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from farm.methods.base import EpochMethod, EpochProblem, PairBatch, PairOutcome, as_outcomes, check_params, register
+from farm.methods.base import (EpochMethod, EpochProblem, PairBatch, PairOutcome, as_outcomes, check_params,
+                               per_sample_ce, register)
 from farm.triggers import Trigger, additive_size
 
 
@@ -80,9 +80,7 @@ class UAPProblem(EpochProblem):
     def data_loss(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """mean_i min(CE_i, beta); a pair whose every sample is above beta would get a zero
         gradient, so for that step it uses the unclipped mean CE [REC] (counted)."""
-        a, b, k = logits.shape
-        ce = F.cross_entropy(logits.reshape(a * b, k), self.targets[rows].repeat_interleave(b),
-                             reduction="none").view(a, b)
+        ce = per_sample_ce(logits, self.targets[rows])
         all_clipped = (ce.detach() > self.prm.beta).all(1)
         self.unclipped_steps[rows] += all_clipped.long()
         return torch.where(all_clipped, ce.mean(1), ce.clamp(max=self.prm.beta).mean(1))

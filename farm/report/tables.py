@@ -23,7 +23,7 @@ import pandas as pd
 
 from farm.metrics import ROBUSTNESS, summarise_sizes
 from farm.report import paper
-from farm.report.aggregate import JOB, anomaly_table, pair_matrix
+from farm.report.aggregate import JOB, anomaly_table, pair_matrix, summary
 from farm.report.render import Table, to_csv, to_markdown, to_tex
 
 PAPER_METHODS = ["ours", "nc", "nc_prune", "abs", "cw", "uap"]
@@ -133,13 +133,11 @@ def speedup(data: RunData) -> Table:
 
 def methods_table(data: RunData) -> Table:
     """Table 4 analogue: one row per method: time per pair, trigger pixels, held-out ASR."""
-    rows = []
-    for (model, method, variant), g in data.df.groupby(JOB, sort=True):
-        ok = _ok(g)
-        rows.append({"model": model, "method": method, "variant": variant, "pairs": _count(g, data, model),
-                     "converged": int(ok["converged"].sum()), "s_per_pair": _mean(ok["wall_s"]),
-                     "pixels_mean": _mean(ok["trigger_size"]), "pixels_median": float(ok["trigger_size"].median()),
-                     "asr_pct": 100 * _mean(ok["asr"])})
+    rows = [{"model": r.model_id, "method": r.method, "variant": r.variant,
+             "pairs": f"{r.ok}/{len(data.expected.get(r.model_id, []))}", "converged": r.converged,
+             "s_per_pair": r.s_per_pair, "pixels_mean": r.mean_size, "pixels_median": r.median_size,
+             "asr_pct": 100 * r.mean_asr}
+            for r in summary(data.df).itertuples()]
     ref = pd.DataFrame(paper.TABLE4).rename(columns={"time": "time (min?)", "pixels": "pixels", "asr": "asr_pct"})
     notes = job_notes(data.df, data, sorted(set(PAPER_METHODS) | {m for m, _ in data.methods}))
     notes.append("pixels: converged pairs only (an unconverged trigger has no valid size, METHODS.md §5.3); "
