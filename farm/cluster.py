@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 import sys
 import time
@@ -30,7 +29,7 @@ import ray
 import torch
 from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
-from farm.config import ClusterSpec, ConfigError
+from farm.config import FAULT_INJECTION, ClusterSpec, ConfigError
 from farm.grid import Job, Shard
 from farm.worker import ModelPayload, PairImages, ShardExecutor
 
@@ -44,7 +43,7 @@ def fault_setting(spec: ClusterSpec) -> str | None:
     """``cluster.fault_injection``, else ``$FARM_FAULT_INJECTION`` (to exercise the retry path
     of a deployed cluster without editing its config); off by default."""
     value = spec.fault_injection or os.environ.get(FAULT_ENV) or None
-    if value and not re.match(r"^(exit|raise|nan):\d+$", value):
+    if value and not FAULT_INJECTION.match(value):
         raise ConfigError([f"${FAULT_ENV}: expected 'exit:<n>', 'raise:<n>' or 'nan:<n>', got {value!r}; "
                            f"unset it for a normal run"])
     return value

@@ -19,11 +19,18 @@ from farm.schema import ConfigError, build, parse, to_dict
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+ID_RULE = f"must match {_ID.pattern} without '..'"
+FAULT_INJECTION = re.compile(r"^(exit|raise|nan):\d+$")
 
 
 def _bad_id(value: str) -> bool:
     """Ids become path components (run dirs, hive partitions): no '..', '/', spaces."""
     return not _ID.match(value) or ".." in value
+
+
+def is_safe_id(value: str) -> bool:
+    """True for ids that can be a folder name under the output root (run ids, model ids)."""
+    return not _bad_id(value)
 
 
 @dataclass(frozen=True)
@@ -38,9 +45,9 @@ class RunSpec:
     def check(self) -> list[str]:
         out = []
         if _bad_id(self.name):
-            out.append(f"name: {self.name!r} must match {_ID.pattern} without '..'")
+            out.append(f"name: {self.name!r} {ID_RULE}")
         if self.id is not None and _bad_id(self.id):
-            out.append(f"id: {self.id!r} must match {_ID.pattern} without '..'")
+            out.append(f"id: {self.id!r} {ID_RULE}")
         return out
 
 
@@ -125,7 +132,7 @@ class ModelSpec:
 
         out = []
         if _bad_id(self.id):
-            out.append(f"id: {self.id!r} must match {_ID.pattern} without '..'")
+            out.append(f"id: {self.id!r} {ID_RULE}")
         if self.format not in ("torchscript", "trojai") and self.arch not in ARCHS and not self.arch.startswith("torchvision:"):
             out.append(f"arch: unknown architecture {self.arch!r}; expected one of "
                        f"{', '.join(sorted(ARCHS))} or 'torchvision:<name>'")
@@ -217,7 +224,7 @@ class ClusterSpec:
             out.append(f"max_attempts: must be >= 1, got {self.max_attempts}")
         if self.max_actors is not None and self.max_actors < 1:
             out.append(f"max_actors: must be >= 1, got {self.max_actors}")
-        if self.fault_injection is not None and not re.match(r"^(exit|raise|nan):\d+$", self.fault_injection):
+        if self.fault_injection is not None and not FAULT_INJECTION.match(self.fault_injection):
             out.append(f"fault_injection: expected 'exit:<n>', 'raise:<n>' or 'nan:<n>', got {self.fault_injection!r}")
         return out
 

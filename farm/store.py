@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from farm.config import ID_RULE, is_safe_id
 from farm.metrics import ROBUSTNESS
 
 SCHEMA_VERSION = 1
@@ -77,7 +77,6 @@ SCHEMA = pa.schema([
 ])
 
 
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 # Per-pair arrays (trigger, training trace) dominate a row's size; readers that only aggregate
@@ -110,10 +109,10 @@ class RunStore:
     run_id: str
 
     def __post_init__(self) -> None:
-        if not _RUN_ID.match(self.run_id) or ".." in self.run_id:
+        if not is_safe_id(self.run_id):
             # Run ids come from the command line (--resume, farm tables) as well as configs:
             # checked here, where they become paths, so none can escape the output root.
-            raise StoreError(f"run id {self.run_id!r}: must match {_RUN_ID.pattern} without '..' "
+            raise StoreError(f"run id {self.run_id!r}: {ID_RULE} "
                              "(a folder name under the output root, no path separators)")
         self.fs, root = filesystem(self.output)
         self.root = root.rstrip("/")
