@@ -1,7 +1,7 @@
 """Architectures, the normalising wrapper and safe checkpoint loading."""
 from __future__ import annotations
 
-import os
+import random
 import pickle
 
 import pytest
@@ -101,8 +101,12 @@ def test_missing_and_corrupt_files(trained, tmp_path):
     save_state_dict(trained[0], tmp_path / "m.pt")
     raw = (tmp_path / "m.pt").read_bytes()
     (tmp_path / "trunc.pt").write_bytes(raw[: len(raw) // 2])
-    (tmp_path / "junk.pt").write_bytes(os.urandom(2000))
-    for name in ("trunc.pt", "junk.pt"):
+    # Seeded junk: different bytes fail in different places of torch's unpickler
+    # (UnpicklingError, IndexError, KeyError, ...); every one must be a clear CheckpointError.
+    junk = [f"junk{seed}.pt" for seed in range(40)]
+    for seed, name in enumerate(junk):
+        (tmp_path / name).write_bytes(random.Random(seed).randbytes(2000))
+    for name in ("trunc.pt", *junk):
         with pytest.raises(CheckpointError, match=f"{name}: unreadable checkpoint.*truncated or corrupt"):
             _load(tmp_path / name)
     (tmp_path / "ts.pt").write_bytes(raw[:100])
