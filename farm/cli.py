@@ -118,6 +118,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from farm.compare import compare, resolve
+
+    comp = compare(resolve(args.run_a, args.output), resolve(args.run_b, args.output_b or args.output))
+    print(comp.report())
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        comp.joined.drop(columns=["trigger_a", "trigger_b"]).to_csv(args.csv, index=False)
+        print(f"per-pair differences written to {args.csv}")
+    return 0 if comp.identical else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="farm", description="Ray-distributed benchmark farm for backdoor "
                                 "trigger inversion: every pair, every model, every method.")
@@ -179,6 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.add_argument("--out", help="also write the timings as CSV here")
     sp.set_defaults(func=cmd_bench)
+
+    sp = sub.add_parser("compare", help="compare two runs pair by pair (exit 0 identical, 1 different)",
+                        description="Join two runs on (model, method, variant, victim, target) and summarise "
+                                    "per-pair differences of trigger bytes, size, ASR, steps and status. "
+                                    "Exit status: 0 identical, 1 different, 2 error.")
+    sp.add_argument("run_a", help="run id under --output, or the run folder's path")
+    sp.add_argument("run_b", help="run id under --output-b (default: --output), or the run folder's path")
+    sp.add_argument("--output", help="results root of run A (default: results, or the folder given)")
+    sp.add_argument("--output-b", help="results root of run B (default: same as --output)")
+    sp.add_argument("--csv", help="also write every joined pair's values and differences as CSV here")
+    sp.set_defaults(func=cmd_compare)
     return p
 
 

@@ -42,15 +42,18 @@ def tiny_images(p: int, n: int, hw: int = 8, seed: int = 0) -> torch.Tensor:
 ZOO_DATA = {"name": "synthetic", "params": {"train_per_class": 300, "test_per_class": 60}}
 
 
-def zoo_model(tmp_root, attack: dict, model_id: str):
-    """(model, dataset, meta) of a small_cnn trained by the real zoo code on synthetic data."""
+def zoo_model(tmp_root, attack: dict, model_id: str, seed: int = 0):
+    """(model, dataset, meta) of a small_cnn trained by the real zoo code on synthetic data.
+
+    ``seed`` sets both the data and the training seed (scripts/measure_margins.py varies it)."""
     from farm.config import DatasetSpec, ModelSpec
     from farm.data import load_dataset
     from farm.models.zoo import ensure_model
     from farm.schema import build
 
-    ds_spec = build(DatasetSpec, ZOO_DATA)
-    spec = build(ModelSpec, {"id": model_id, "dataset": "syn", "arch": "small_cnn", "attack": attack})
+    ds_spec = build(DatasetSpec, {**ZOO_DATA, "params": {**ZOO_DATA["params"], "seed": seed}})
+    spec = build(ModelSpec, {"id": model_id, "dataset": "syn", "arch": "small_cnn", "attack": attack,
+                             "train": {"seed": seed}})
     entry = ensure_model(spec, ds_spec, tmp_root, log=lambda _m: None)
     model = entry.load("cpu").eval().requires_grad_(False)
     return model, load_dataset(ds_spec), entry.meta
@@ -92,6 +95,25 @@ def heldout(ds, victim: int | None, target: int, max_n: int | None = None):
     from farm.data.selection import gather, heldout_indices
 
     return gather(ds, "test", heldout_indices(ds, victim, target, max_n, 0))
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One private local Ray (2 CPUs, loopback) for every in-process end-to-end test.
+
+    Starting Ray costs ~10 s on 2 cores; ``farm.cluster.connect`` reuses an initialised Ray,
+    so tests that take this fixture share one and do not shut it down. A test that needs another
+    cluster (multi-node, ``ray start``) shuts it down first; the next ``execute`` then starts a
+    fresh local Ray by itself (``connect`` with the config's ``num_cpus``).
+    """
+    import ray
+
+    from farm.cluster import connect
+
+    if not ray.is_initialized():
+        connect(None, num_cpus=2)
+    yield
+    ray.shutdown()
 
 
 @pytest.fixture(autouse=True)

@@ -46,6 +46,7 @@ def test_shards_spread_over_two_worker_nodes_driver_writes_file_uri(tmp_path, mo
 
     from ray._private import ray_constants
 
+    ray.shutdown()  # the session's local Ray (conftest.local_ray), if an earlier test started it
     # Cluster() records its address under Ray's temp dir; keep that private to this test.
     monkeypatch.setenv("RAY_TMPDIR", tempfile.mkdtemp(prefix="mn", dir="/tmp"))
     # Ray's single-host switch: otherwise the driver rewrites 127.0.0.1 to the host's outward

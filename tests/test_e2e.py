@@ -20,19 +20,13 @@ K = 10
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    import ray
-
+def finished_run(tmp_path_factory, local_ray):
     from farm.config import config_from_dict
     from farm.runner import execute
 
     out = tmp_path_factory.mktemp("e2e")
     cfg = config_from_dict(tiny_config(out))
-    try:
-        result = execute(cfg, log_fn=print)
-    finally:
-        ray.shutdown()
-    return cfg, result
+    return cfg, execute(cfg, log_fn=print)
 
 
 def test_rows_exactly_all_pairs_no_duplicates(finished_run):

@@ -11,11 +11,7 @@ pytestmark = pytest.mark.slow
 K = 10
 
 
-def test_abs_uap_nc_prune_end_to_end(tmp_path, monkeypatch):
-    import ray
-
-    monkeypatch.setenv("RAY_ADDRESS", "local")  # never join another `ray start` cluster on this machine
-
+def test_abs_uap_nc_prune_end_to_end(tmp_path, local_ray):
     from farm.config import config_from_dict
     from farm.runner import execute
 
@@ -23,10 +19,7 @@ def test_abs_uap_nc_prune_end_to_end(tmp_path, monkeypatch):
     cfg["models"] = cfg["models"][1:]  # the poisoned one
     cfg["methods"] = [{"name": "abs", "params": {"epochs": 2}}, {"name": "uap", "params": {"epochs": 2}},
                       {"name": "nc_prune", "params": {"nc": {"epochs": 2}, "ours": {"epochs": 2}}}]
-    try:
-        result = execute(config_from_dict(cfg), log_fn=lambda _m: None)
-    finally:
-        ray.shutdown()
+    result = execute(config_from_dict(cfg), log_fn=lambda _m: None)
     df = result.store.read()
     assert df.groupby("method").size().to_dict() == {"abs": K * (K - 1), "uap": K * (K - 1), "nc_prune": K * (K - 1)}
     assert (df["status"] == "ok").all() and df["trigger"].map(len).gt(0).all()

@@ -143,7 +143,9 @@ def test_nc_prune_recovers_planted_trigger(prune_run):
     model, ds, pairs, out = prune_run
     o = out[0]  # 1 -> 0, the planted target
     assert o.converged
-    assert _heldout_asr(model, ds, pairs[0], o.trigger) >= 0.9
+    # NC stops at its 0.9 attack-set bound and the cut keeps ours' k pixels, so held-out ASR
+    # straddles 0.9; 0.75 as in every size-minimising recovery test (margins: docs/testing.md).
+    assert _heldout_asr(model, ds, pairs[0], o.trigger) >= 0.75
     assert trigger_size(o.trigger) <= 3 * 9, "within 3x the planted 9 pixels"
 
 

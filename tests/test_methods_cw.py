@@ -152,11 +152,11 @@ def test_params_check():
 def test_recovers_badnets_backdoor(badnets_model):
     """Pair 9 -> 0 of the BadNets model (3x3 patch, target 0), N = 50, 20 iterations per cost
     (default 1000, reduced for time): CW ends with a small set (<= 3x the patch's 9 pixels)
-    that moves >= 90 % of the held-out victim images.
+    that moves >= 75 % of the held-out victim images.
 
-    Measured for victims 1..9 with these settings (docs/methods.md): sizes 6-20, held-out
-    ASR 0.78-0.95; CW stops at the edge of the attack-set bound, so held-out ASR straddles
-    0.9. Victim 9 (8 px, 0.95) is the pair with a margin, chosen for that reason.
+    CW stops at the edge of its attack-set bound (0.9), so held-out ASR straddles 0.9 (victims
+    1..9: 0.78-0.95, docs/methods.md); 0.75 is the bound every size-minimising recovery test
+    uses, with the margin measured over seeds and threads in docs/testing.md.
     """
     model, ds, _ = badnets_model
     batch = attack_batch(ds, [(9, 0)], n=50)
@@ -164,4 +164,4 @@ def test_recovers_badnets_backdoor(badnets_model):
     assert out.converged and out.trace[0][1] == 32 * 32
     size = trigger_size(out.trigger)
     assert size <= 3 * 9, size
-    assert asr(model, out.trigger, heldout(ds, 9, 0), 0) >= 0.9
+    assert asr(model, out.trigger, heldout(ds, 9, 0), 0) >= 0.75

@@ -21,18 +21,12 @@ K = 10
 
 
 @pytest.fixture(scope="module")
-def default_run(tmp_path_factory):
+def default_run(tmp_path_factory, local_ray):
     """The default config exactly as `make run` runs it (Ray, Parquet, MLflow)."""
-    import ray
-
     from farm.runner import execute
 
     cfg = load_config(DEFAULT_CONFIG, [f"run.output={tmp_path_factory.mktemp('recovery')}"])
-    try:
-        result = execute(cfg, log_fn=print)
-    finally:
-        ray.shutdown()
-    return cfg, result.store.read(with_triggers=False)
+    return cfg, execute(cfg, log_fn=print).store.read(with_triggers=False)
 
 
 def test_default_run_is_complete(default_run):
@@ -67,7 +61,9 @@ def test_nc_anomaly_index_flags_poisoned_not_clean(default_run):
     table = anomaly_table(df, {"cnn-badnets": K, "cnn-clean": K})
     nc = table[(table.method == "nc") & (table.source == "universal")].set_index("model_id")
     assert nc.loc["cnn-badnets", "anomaly_index"] > 2, nc
-    assert nc.loc["cnn-badnets", "flagged_labels"] == "0"
+    # Membership, not equality: another label may also sit > 2 MADs below the median on some
+    # machines ('0,6' was seen); the claim is that the planted target is flagged.
+    assert str(cfg.models[1].attack.target) in nc.loc["cnn-badnets", "flagged_labels"].split(","), nc
     assert nc.loc["cnn-clean", "anomaly_index"] <= 2, nc
 
 

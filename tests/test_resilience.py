@@ -130,16 +130,7 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     assert later["finished_at"].min() > max(o["finished_at"].max() for o in before.values())
 
 
-# ---- in-process runs sharing one local Ray -------------------------------------------------
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
-
-
+# ---- in-process runs sharing the session's local Ray (conftest.local_ray) -------------------
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
     return tmp_path_factory.mktemp("zoo")
