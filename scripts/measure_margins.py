@@ -86,7 +86,7 @@ def default_config_margins(seed: int, out: Path) -> dict[str, Any]:
     res["nc_badnets_universal_sizes"] = [round(float(g[t]), 1) for t in range(K)]
 
     ls_spec = replace(cfg.models[1], id="cnn-ls", attack=replace(cfg.models[1].attack, type="label_specific",
-                                                                 victim=2, target=5))
+                                                                 victim=2, target=5, poison_rate=0.2))
     ls_cfg = replace(cfg, models=[ls_spec])
     ls = prepare_models(ls_cfg, lambda _m: None)["cnn-ls"]
     res["zoo_ls_asr"] = ls.meta["asr"]

@@ -39,7 +39,10 @@ def tiny_images(p: int, n: int, hw: int = 8, seed: int = 0) -> torch.Tensor:
 
 
 # ---- zoo models for recovery tests (trained once per session, a few seconds each) ----------
-ZOO_DATA = {"name": "synthetic", "params": {"train_per_class": 300, "test_per_class": 60}}
+# 500 images per class (the dataset default): with 300, a dark random patch was not learned at
+# every seed (model ASR 0.13 at seed 2, docs/testing.md), and a recovery test on a model without
+# a backdoor tests nothing.
+ZOO_DATA = {"name": "synthetic", "params": {"train_per_class": 500, "test_per_class": 60}}
 
 
 def zoo_model(tmp_root, attack: dict, model_id: str, seed: int = 0):
@@ -55,6 +58,9 @@ def zoo_model(tmp_root, attack: dict, model_id: str, seed: int = 0):
     spec = build(ModelSpec, {"id": model_id, "dataset": "syn", "arch": "small_cnn", "attack": attack,
                              "train": {"seed": seed}})
     entry = ensure_model(spec, ds_spec, tmp_root, log=lambda _m: None)
+    if attack.get("type", "none") != "none":
+        # Precondition of every recovery test: the backdoor is there (measured >= 0.98, docs/testing.md).
+        assert entry.meta["asr"] >= 0.9, f"zoo model {model_id!r} did not learn its backdoor: {entry.meta}"
     model = entry.load("cpu").eval().requires_grad_(False)
     return model, load_dataset(ds_spec), entry.meta
 
@@ -68,17 +74,6 @@ def zoo_root(tmp_path_factory):
 def badnets_model(zoo_root):
     """All-to-one BadNets small_cnn, target 0, 3x3 patch."""
     return zoo_model(zoo_root, {"type": "badnets", "target": 0, "patch_size": 3}, "badnets")
-
-
-@pytest.fixture(scope="session")
-def clean_model(zoo_root):
-    return zoo_model(zoo_root, {"type": "none"}, "clean")
-
-
-@pytest.fixture(scope="session")
-def label_specific_model(zoo_root):
-    """Label-specific backdoor: victim 2 -> target 5."""
-    return zoo_model(zoo_root, {"type": "label_specific", "victim": 2, "target": 5, "patch_size": 3}, "ls")
 
 
 def attack_batch(ds, pairs: list[tuple[int | None, int]], n: int = 32, seed: int = 0):
