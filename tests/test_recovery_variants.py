@@ -2,7 +2,7 @@
 augmented variant of ours and NC.
 
 Stated criteria: the pair into the planted target converges (attack-set ASR >= 0.9, the
-methods' own bound), its held-out ASR is >= 0.75 (size-minimising methods stop right at the
+methods' own bound), its held-out ASR is >= 0.7 (size-minimising methods stop right at the
 bound, so held-out ASR lands either side of 0.9), and where the method has working size
 control its size stays within the stated factor of the planted 9 pixels. Two ablations have
 none by design: the single-variable forms (Table 6: ~1024 px) and, in our [REC] reading,
@@ -39,6 +39,6 @@ def test_variant_recovers_planted_backdoor(badnets_model, name, variant, factor)
     out = cls(cls.Params(epochs=600), augment=augment).invert(model, attack_batch(ds, pairs, n=32))
     for (victim, target), o in zip(pairs, out):
         assert o.converged, (name, variant, victim)
-        assert asr(model, o.trigger, heldout(ds, victim, target), target) >= 0.75, (name, variant, victim)
+        assert asr(model, o.trigger, heldout(ds, victim, target), target) >= 0.7, (name, variant, victim)
         if factor is not None:
             assert trigger_size(o.trigger) <= factor * PLANTED, (name, variant, trigger_size(o.trigger))
