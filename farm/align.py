@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
+from farm.config import trusting_code
 from farm.store import PARTITIONS, RunStore, StoreError
 
 ALIGN_SCHEMA_VERSION = 1
@@ -167,7 +168,7 @@ def run_config(store: RunStore) -> Any:
 
 
 def align_run(run_id: str, output: str = "results", ref: str = REF_METHOD, log_fn: Log = print,
-              address: str | None = None) -> str:
+              address: str | None = None, trust_code: bool = False) -> str:
     """Align every (model, variant, pair) of a run against ``ref``; returns the align folder."""
     import ray
 
@@ -179,6 +180,8 @@ def align_run(run_id: str, output: str = "results", ref: str = REF_METHOD, log_f
     if not store.exists():
         raise RunError(f"no run {run_id!r} under {output!r}")
     cfg = run_config(store)
+    if trust_code:
+        cfg = trusting_code(cfg)
     missing = models_missing(cfg)
     if missing:
         raise RunError("cannot align without the run's models: " + "; ".join(missing) +

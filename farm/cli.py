@@ -11,13 +11,19 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from farm.config import DEFAULT_CONFIG, ConfigError, load_config
+from farm.config import DEFAULT_CONFIG, Config, ConfigError, load_config, trusting_code
 
 EXIT_USER = 2
+TRUST_HELP = ("load TorchScript checkpoints (including TrojAI folders holding one): they are programs that can "
+              "write files; only for files whose author you trust (docs/security.md)")
 
 
-def _config(args: argparse.Namespace):
-    return load_config(args.config, args.set)
+def _trusted(cfg: Config, args: argparse.Namespace) -> Config:
+    return trusting_code(cfg) if getattr(args, "trust_code", False) else cfg
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return _trusted(load_config(args.config, args.set), args)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -36,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume and not args.config:
         output = dict(kv.split("=", 1) for kv in (args.set or []) if kv.startswith("run.output=")).get(
             "run.output", "results")
-        cfg = stored_config(output, args.resume)
+        cfg = _trusted(stored_config(output, args.resume), args)
     else:
         cfg = _config(args)
     if args.address:
@@ -89,7 +95,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
 def cmd_align(args: argparse.Namespace) -> int:
     from farm.align import align_run
 
-    out = align_run(args.run_id, output=args.output, ref=args.ref, address=args.address)
+    out = align_run(args.run_id, output=args.output, ref=args.ref, address=args.address, trust_code=args.trust_code)
     print(f"alignment written to {out}")
     return 0
 
@@ -132,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sp)
     sp.add_argument("--resume", metavar="RUN_ID", help="continue a run, skipping its finished shards")
     sp.add_argument("--address", help="Ray address ('auto' joins a running cluster); overrides cluster.address")
+    sp.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("validate", help="check a config and list every problem at once")
@@ -141,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("zoo", help="train (or reuse) the config's zoo models and print their accuracy/ASR")
     with_config(sp)
     sp.add_argument("--address", help="Ray address: train missing models as tasks there ('auto': running cluster)")
+    sp.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     sp.set_defaults(func=cmd_zoo)
 
     sp = sub.add_parser("tables", help="regenerate tables and heat maps of a run from its Parquet files")
@@ -159,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--output", default="results", help="results root the run lives under (default: results)")
     sp.add_argument("--ref", default="ours", help="reference method (default: ours)")
     sp.add_argument("--address", help="Ray address ('auto' joins a running cluster)")
+    sp.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     sp.set_defaults(func=cmd_align)
 
     sp = sub.add_parser("ui", help="serve the MLflow UI for a results folder on 127.0.0.1")

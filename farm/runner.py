@@ -128,7 +128,8 @@ def prepare_models(cfg: Config, log_fn: Log, parallel_train: Callable | None = N
             path, fmt, meta = entry.path, "state_dict", entry.meta
         else:
             path, fmt, meta = Path(spec.checkpoint or ""), spec.format, {}
-        model = load_checkpoint(path, fmt, spec.arch, ds.num_classes, ds.image_shape, ds.mean, ds.std)
+        model = load_checkpoint(path, fmt, spec.arch, ds.num_classes, ds.image_shape, ds.mean, ds.std,
+                                trust_code=spec.trust_code)
         info = model_info(spec, cfg.datasets[spec.dataset].name, meta)
         if spec.source == "checkpoint" and spec.format == "trojai":
             from farm.models.trojai import ground_truth
