@@ -40,7 +40,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from farm.config import trusting_code
-from farm.store import PARTITIONS, RunStore, StoreError
+from farm.store import RunStore, StoreError, check_partition_values, hive_partitioning
 
 ALIGN_SCHEMA_VERSION = 1
 REF_METHOD = "ours"
@@ -235,10 +235,9 @@ def read_align(store: RunStore) -> pd.DataFrame | None:
     """The run's alignment rows (sorted), or None when ``farm align`` has not been run."""
     if not _done(store):
         return None
-    dataset = ds.dataset(align_dir(store), filesystem=store.fs, format="parquet",
-                         partitioning=ds.partitioning(pa.schema([(p, pa.string()) for p in PARTITIONS]),
-                                                      flavor="hive"))
+    dataset = ds.dataset(align_dir(store), filesystem=store.fs, format="parquet", partitioning=hive_partitioning())
     df = dataset.to_table().to_pandas()
+    check_partition_values(df, align_dir(store))
     unknown = set(df["schema_version"]) - {ALIGN_SCHEMA_VERSION}
     if unknown:
         raise StoreError(f"{align_dir(store)}: alignment schema version(s) {sorted(unknown)}; this farm reads "

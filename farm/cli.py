@@ -87,7 +87,8 @@ def cmd_tables(args: argparse.Namespace) -> int:
     from farm.report.tables import regenerate
 
     out = regenerate(args.run_id, output=args.output, out_dir=args.out, formats=args.format.split(","),
-                     tracking_uri=args.tracking_uri, log_mlflow=not args.no_mlflow, align=not args.no_align)
+                     tracking_uri=args.tracking_uri, log_mlflow=not args.no_mlflow, align=args.align,
+                     trust_code=args.trust_code, allow_stored_uri=args.allow_tracking_uri)
     print(f"tables and figures written to {out}")
     return 0
 
@@ -156,10 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--output", default="results", help="results root the run lives under (default: results)")
     sp.add_argument("--out", help="folder for the tables (default: <output>/<run_id>/tables)")
     sp.add_argument("--format", default="md,csv", help="comma list of md, csv, tex (default: md,csv)")
-    sp.add_argument("--tracking-uri", help="MLflow URI to log to (default: the run's sqlite store)")
+    sp.add_argument("--tracking-uri", help="MLflow URI to log to (default: $MLFLOW_TRACKING_URI, else the sqlite "
+                    "store of the results folder)")
+    sp.add_argument("--allow-tracking-uri", action="store_true",
+                    help="log to the tracking.uri stored in the run's config.yaml (off: a received folder must not "
+                    "choose where your tables go)")
     sp.add_argument("--no-mlflow", action="store_true", help="write files only, do not log to MLflow")
-    sp.add_argument("--no-align", action="store_true",
-                    help="do not compute a missing alignment (its maps are then reported as missing)")
+    sp.add_argument("--align", action="store_true",
+                    help="compute a missing alignment first (`farm align`): loads and runs the run's models, so only "
+                    "for folders you trust; without it, missing alignment maps are reported as missing")
+    sp.add_argument("--trust-code", action="store_true", help=TRUST_HELP + "; with --align")
     sp.set_defaults(func=cmd_tables)
 
     sp = sub.add_parser("align", help="align every method's stored triggers with ours (by size, by ASR) on Ray")

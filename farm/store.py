@@ -89,6 +89,23 @@ class StoreError(RuntimeError):
     """A results folder could not be read or written; the message says which and why."""
 
 
+def hive_partitioning() -> ds.Partitioning:
+    """``model_id=<m>/method=<x>/variant=<v>`` read literally: no percent-decoding, so a folder
+    named ``model_id=..%2F..%2Fx`` in a received results folder stays that string (and is then
+    refused by :func:`check_partition_values`) instead of becoming a path."""
+    return ds.HivePartitioning(pa.schema([(p, pa.string()) for p in PARTITIONS]), segment_encoding="none")
+
+
+def check_partition_values(df: pd.DataFrame, where: str) -> None:
+    """Partition values become file names (figures, MLflow artifacts): each must be a safe id."""
+    for col in PARTITIONS:
+        if col in df.columns:
+            bad = sorted(v for v in set(df[col].dropna()) if not is_safe_id(str(v)))
+            if bad:
+                raise StoreError(f"{where}: partition folder {col}={bad[0]!r} is not a valid id ({ID_RULE}); "
+                                 "the results folder was altered or is not a farm run; remove that folder")
+
+
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path) for a local path or any URI pyarrow understands (file://, s3://, gs://)."""
     try:
@@ -225,7 +242,7 @@ def read_pairs(pairs_dir: str, fs: pafs.FileSystem | None = None, columns: list[
     # Read with the full schema: columns added later (always nullable, same schema version)
     # come back as nulls from files written before them.
     dataset = ds.dataset(pairs_dir, filesystem=fs, format="parquet", schema=pa.unify_schemas([SCHEMA, partitions]),
-                         partitioning=ds.partitioning(partitions, flavor="hive"))
+                         partitioning=hive_partitioning())
     if not dataset.files:
         return _empty(columns, with_triggers)
     versions = set(dataset.to_table(columns=["schema_version"]).column(0).to_pylist())
@@ -235,6 +252,7 @@ def read_pairs(pairs_dir: str, fs: pafs.FileSystem | None = None, columns: list[
                          f"reads version {SCHEMA_VERSION}. Use the farm version that wrote them.")
     cols = columns or _default_columns(with_triggers)
     df = dataset.to_table(columns=cols).to_pandas()
+    check_partition_values(df, pairs_dir)
     return df.sort_values(["model_id", "method", "variant", "victim", "target"], ignore_index=True) \
         if {"model_id", "method", "variant", "victim", "target"} <= set(df.columns) else df
 

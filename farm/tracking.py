@@ -179,14 +179,21 @@ def _log_job(mlflow: Any, experiment_id: str, parent_id: str, run_id: str, key: 
             mlflow.log_artifacts(tmp, "heatmaps")
 
 
-def paper_tables_uri(output: str, run_id: str, explicit: str | None = None) -> tuple[str, str]:
-    """(tracking URI, experiment) for ``farm tables``: --tracking-uri, else the run's config,
-    else $MLFLOW_TRACKING_URI, else the sqlite store of the results folder it was read from."""
+def paper_tables_uri(output: str, run_id: str, explicit: str | None = None, allow_stored: bool = False,
+                     log_fn: Any = print) -> tuple[str, str]:
+    """(tracking URI, experiment) for ``farm tables``: --tracking-uri, else (only with
+    ``allow_stored``, --allow-tracking-uri) the run's config, else $MLFLOW_TRACKING_URI, else the
+    sqlite store of the results folder it was read from. A received folder's config.yaml is
+    not trusted to choose where this machine sends data."""
     import yaml
 
     raw = yaml.safe_load(RunStore(output, run_id).config_yaml()).get("tracking", {}) or {}
-    experiment = raw.get("experiment") or "farm"
-    uri = explicit or raw.get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    experiment = str(raw.get("experiment") or "farm")
+    stored = raw.get("uri")
+    if stored and not allow_stored and not explicit:
+        log_fn(f"tables: not logging to the run's stored tracking.uri {stored!r} (pass --allow-tracking-uri to use "
+               "it, or --tracking-uri)")
+    uri = explicit or (stored if allow_stored else None) or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         fs, root = filesystem(output)
         base = Path(root) if fs.type_name == "local" else Path(".")
@@ -195,13 +202,13 @@ def paper_tables_uri(output: str, run_id: str, explicit: str | None = None) -> t
 
 
 def log_paper_tables(run_id: str, output: str, folder: Path, frames: dict[str, pd.DataFrame],
-                     explicit_uri: str | None = None) -> str:
+                     explicit_uri: str | None = None, allow_stored_uri: bool = False, log_fn: Any = print) -> str:
     """Log ``farm tables`` output on the run's parent MLflow run (found by its run-id tag in any
     experiment), or on a new parent run tagged with the run id when this tracking store has
     never seen the run (a copied results folder, another server). Returns the tracking URI."""
     import mlflow
 
-    uri, experiment_name = paper_tables_uri(output, run_id, explicit_uri)
+    uri, experiment_name = paper_tables_uri(output, run_id, explicit_uri, allow_stored_uri, log_fn)
     with scoped_uri(uri):
         experiment = mlflow.set_experiment(experiment_name)
         client = mlflow.MlflowClient()
