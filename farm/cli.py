@@ -42,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume and not args.config:
         output = dict(kv.split("=", 1) for kv in (args.set or []) if kv.startswith("run.output=")).get(
             "run.output", "results")
-        cfg = _trusted(stored_config(output, args.resume), args)
+        cfg = _trusted(stored_config(output, args.resume, args.set), args)
     else:
         cfg = _config(args)
     if args.address:

@@ -364,14 +364,14 @@ def load_raw(path: str | Path) -> dict[str, Any]:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load YAML (default: configs/default.yaml), apply ``--set`` overrides, validate."""
     path = Path(path) if path else DEFAULT_CONFIG
-    data = load_raw(path)
+    return config_from_dict(load_raw(path), overrides, source=str(path))
+
+
+def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None, source: str | None = None) -> Config:
+    """Validate plain data (a YAML file's, a run's stored config) after ``--set`` overrides."""
     for key, value in parse_overrides(overrides):
         _set_path(data, key, value)
-    return build(Config, data, "", source=str(path))
-
-
-def config_from_dict(data: dict[str, Any]) -> Config:
-    return build(Config, data)
+    return build(Config, data, "", source=source)
 
 
 def with_run(cfg: Config, **changes: Any) -> Config:

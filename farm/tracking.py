@@ -36,16 +36,41 @@ def scoped_uri(uri: str) -> Iterator[None]:
 
     ``mlflow.set_tracking_uri`` also writes the environment variable, which would make every
     later run in the same process (a notebook, a test session, ``farm run`` then ``farm
-    tables``) log into this store instead of its own default.
+    tables``) log into this store instead of its own default. A sqlite store is used under
+    an exclusive lock (:func:`sqlite_lock`).
     """
     import mlflow
 
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
+    with sqlite_lock(uri):
+        before = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(before)  # None unsets the variable again
+
+
+@contextmanager
+def sqlite_lock(uri: str) -> Iterator[None]:
+    """Hold ``<db>.lock`` (flock) while using a sqlite tracking store.
+
+    Two runs sharing one results root would otherwise both create MLflow's schema in a fresh
+    ``mlflow.db`` at once, and the loser fails (its migrations meet half-made tables). Other
+    URIs (servers) handle their own concurrency.
+    """
+    import fcntl
+
+    if not uri.startswith("sqlite:///"):
         yield
-    finally:
-        mlflow.set_tracking_uri(before)  # None unsets the variable again
+        return
+    lock_path = Path(uri[len("sqlite:///"):] + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def tracking_uri(cfg: Config) -> str:
