@@ -11,7 +11,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from farm.config import DEFAULT_CONFIG, Config, ConfigError, load_config, trusting_code
+from farm.config import DEFAULT_CONFIG, Config, load_config, trusting_code
+from farm.errors import UserError
 
 EXIT_USER = 2
 TRUST_HELP = ("load TorchScript checkpoints (including TrojAI folders holding one): they are programs that can "
@@ -37,11 +38,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from farm.runner import execute, format_summary, stored_config
-
     if args.resume and not args.config:
         output = dict(kv.split("=", 1) for kv in (args.set or []) if kv.startswith("run.output=")).get(
             "run.output", "results")
+        from farm.resume import finished
+
+        done = finished(output, args.resume, args.set)
+        if done is not None:  # before importing torch or Ray: a no-op must be instant
+            print(f"run {args.resume} is already complete ({done.manifest().get('pairs')} pairs stored in "
+                  f"{done.run_dir}); nothing to do. Tables: farm tables {args.resume} --output {output}")
+            return 0
+    from farm.runner import execute, format_summary, stored_config
+
+    if args.resume and not args.config:
         cfg = _trusted(stored_config(output, args.resume, args.set), args)
     else:
         cfg = _config(args)
@@ -200,19 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from farm.runner import RunError
-    from farm.store import StoreError
-
-    user_errors: tuple[type[BaseException], ...] = (ConfigError, RunError, StoreError)
-    try:
-        from farm.models.loading import CheckpointError
-
-        user_errors += (CheckpointError,)
-    except ImportError:  # pragma: no cover
-        pass
     try:
         return args.func(args)
-    except user_errors as exc:
+    except UserError as exc:
         print(f"farm {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER
     except KeyboardInterrupt:

@@ -21,16 +21,14 @@ from farm.data import load_dataset
 from farm.data.base import Dataset
 from farm.data.selection import attack_indices, gather, heldout_indices
 from farm.grid import ANY, Pair, expand, select_pairs
+from farm.errors import RunError
+from farm.resume import complete_rows
 from farm.runlock import RunLock
 from farm.store import SCALAR_COLUMNS, RunStore, StoreError, filesystem
 from farm.worker import ModelPayload, PairImages, failed_rows, image_key, payload_from_module
 
 log = logging.getLogger("farm.runner")
 Log = Callable[[str], None]
-
-
-class RunError(RuntimeError):
-    """A user-facing problem with a run (message says what and how to fix it)."""
 
 
 @dataclass
@@ -197,7 +195,7 @@ def execute(cfg: Config, resume: str | None = None, log_fn: Log = print) -> RunR
         if resume is not None:
             for path in store.sweep():
                 log_fn(f"resume: {path} is truncated or corrupt; moved aside (.corrupt-*), its pairs are computed again")
-            finished = _already_complete(store)
+            finished = complete_rows(store)
             if finished is not None:
                 log_fn(f"run {store.run_id} is already complete ({len(finished)} pairs stored); nothing to do")
                 models = store.manifest().get("models", {})
@@ -207,15 +205,6 @@ def execute(cfg: Config, resume: str | None = None, log_fn: Log = print) -> RunR
     finally:
         if lock is not None:
             lock.release()
-
-
-def _already_complete(store: RunStore) -> pd.DataFrame | None:
-    """The stored rows, when the manifest says complete and every promised pair is there."""
-    manifest = store.manifest()
-    if manifest.get("status") != "complete":
-        return None
-    df = store.read(columns=SCALAR_COLUMNS)
-    return df if len(df) == manifest.get("pairs") else None
 
 
 def _run(cfg: Config, store: RunStore, resume: str | None, log_fn: Log, started: float) -> RunResult:

@@ -33,14 +33,17 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from farm.config import ID_RULE, is_safe_id
-from farm.metrics import ROBUSTNESS
+from farm.errors import UserError
 
 if TYPE_CHECKING:
     from farm.runlock import RunLock
 
 SCHEMA_VERSION = 1
 PARTITIONS = ("model_id", "method", "variant")
-ROBUST_COLUMNS = [f"asr_{k}" for k in ROBUSTNESS]
+# Keys of farm.metrics.ROBUSTNESS, in order (a test keeps them equal); spelled out here so
+# that reading a results folder never imports torch.
+ROBUST_NAMES = (*[f"r{p}" for p in (98, 96, 88, 80)], *[f"rot{d}" for d in range(1, 6)])
+ROBUST_COLUMNS = [f"asr_{k}" for k in ROBUST_NAMES]
 
 # Columns stored in each shard file (the partition columns come from the directory names).
 SCHEMA = pa.schema([
@@ -97,7 +100,7 @@ BULK_COLUMNS = ("trigger", "trigger_shape", "trace_t", "trace_size")
 SCALAR_COLUMNS = [n for n in SCHEMA.names + list(PARTITIONS) if n not in BULK_COLUMNS]
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError, RuntimeError):
     """A results folder could not be read or written; the message says which and why."""
 
 

@@ -61,6 +61,13 @@ def test_hidden_temp_file_is_never_read_as_complete(tmp_path):
     assert store.sweep() == [] and not (d / ".tmp-s9.parquet").exists()  # a resume sweeps dead writers' temps
 
 
+def test_robust_columns_are_the_metrics_transforms():
+    from farm.metrics import ROBUSTNESS
+    from farm.store import ROBUST_NAMES
+
+    assert tuple(ROBUSTNESS) == ROBUST_NAMES
+
+
 def test_unknown_schema_version_rejected(tmp_path):
     store = RunStore(str(tmp_path), "run1")
     store.create("", {})

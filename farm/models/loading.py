@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from farm.errors import UserError
 from farm.models import build_net
 from farm.models.wrapper import NormalizedModel
 
@@ -45,7 +46,7 @@ TRUST_HINT = ("set trust_code: true on the model (or pass --trust-code) only if 
               "otherwise ask for a state dict (torch.save(model.state_dict(), path))")
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint could not be used; the message names the file and the fix."""
 
 
