@@ -191,7 +191,8 @@ def align_run(run_id: str, output: str = "results", ref: str = REF_METHOD, log_f
         log_fn(f"align: no pair has both {ref!r} and another method; nothing to do")
         return align_dir(store)
     done = _done(store)
-    resources = cluster.connect(_address(address or cfg.cluster.address), cfg.cluster.num_cpus)
+    resources = cluster.connect(_address(address or cfg.cluster.address), cfg.cluster.num_cpus,
+                                cfg.cluster.ray_auth, log_fn)
     threads = max(1, int(cfg.cluster.cpus_per_actor))
     task = ray.remote(num_cpus=cfg.cluster.cpus_per_actor, max_retries=2)(_remote_align)
     models = prepare_models(cfg, log_fn)

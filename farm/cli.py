@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -77,7 +78,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         from farm.cluster import connect
         from farm.models.zoo_jobs import ray_trainer
 
-        connect(args.address)
+        connect(args.address, ray_auth=cfg.cluster.ray_auth)
         parallel = ray_trainer(cfg.cluster.cpus_per_actor)
     models = prepare_models(cfg, print, parallel_train=parallel)
     print(f"\nzoo: {zoo_dir(cfg)} (manifest: {zoo_dir(cfg) / 'manifest.json'})")
@@ -207,19 +208,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(BaseException):
+    """SIGTERM as an exception, so a terminated run unwinds like Ctrl-C: the run lock is
+    released and its local Ray is shut down instead of left listening."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _shutdown_ray() -> None:
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)
     except UserError as exc:
         print(f"farm {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER
-    except KeyboardInterrupt:
-        print(f"farm {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as exc:
+        _shutdown_ray()
+        terminated = isinstance(exc, Terminated)
+        print(f"farm {args.command}: {'terminated' if terminated else 'interrupted'}; Ray shut down", file=sys.stderr)
+        return 143 if terminated else 130
     except BrokenPipeError:  # `farm ... | head`: the reader left; not an error of ours
         sys.stdout = open(os.devnull, "w")
         return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

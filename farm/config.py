@@ -215,6 +215,8 @@ class ClusterSpec:
     pairs_per_batch: int = 50  # P: pairs optimised together as one batch (one shard)
     max_attempts: int = 3  # a shard is tried this often before its pairs are stored as failed
     fault_injection: str | None = None  # testing only: "exit:<shard-no>" or "raise:<shard-no>"
+    # Ray token auth of a local run; "disabled" only on a trusted network (docs/security.md).
+    ray_auth: Literal["token", "disabled"] = "token"
 
     def check(self) -> list[str]:
         out = []

@@ -213,7 +213,7 @@ def _run(cfg: Config, store: RunStore, resume: str | None, log_fn: Log, started:
     from farm import cluster, tracking
     from farm.models.zoo_jobs import ray_trainer
 
-    resources = cluster.connect(cfg.cluster.address, cfg.cluster.num_cpus)
+    resources = cluster.connect(cfg.cluster.address, cfg.cluster.num_cpus, cfg.cluster.ray_auth, log_fn)
     place = cluster.placement(cfg.cluster, resources, cfg.run.device)
     log_fn(f"run {store.run_id}: Ray {', '.join(f'{k}={v:g}' for k, v in sorted(resources.items()) if k in ('CPU', 'GPU'))}; "
            f"{place.detail}")

@@ -103,8 +103,8 @@ def test_two_fresh_runs_with_one_id_one_refused_and_a_resume_while_running_refus
     try:
         run_dir = tmp_path / "out" / "twice"
         deadline = time.time() + 240
-        while not (run_dir / "manifest.json").exists() and time.time() < deadline and a.poll() is None \
-                and b.poll() is None:
+        while not (run_dir / "manifest.json").exists() and time.time() < deadline \
+                and (a.poll() is None or b.poll() is None):
             time.sleep(0.2)
         resumed = subprocess.run([sys.executable, "-m", "farm", "run", "--resume", "twice", "--set",
                                   f"run.output={tmp_path / 'out'}"], env=_env(), cwd=tmp_path, capture_output=True,
