@@ -29,17 +29,17 @@ def harden_local_env(ray_auth: str) -> None:
     """Set the environment a local Ray inherits: auth mode and token, metrics off, driver tag."""
     import psutil
 
+    from ray._raylet import AuthenticationTokenLoader, Config
+
     check_auth_env(ray_auth)
     os.environ["RAY_AUTH_MODE"] = ray_auth
     if ray_auth == "token" and not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
         os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
-        try:  # Ray caches the token it saw first; a token set now must replace it
-            from ray._raylet import AuthenticationTokenLoader
-
-            AuthenticationTokenLoader.instance().reset_cache()
-        except (ImportError, AttributeError):  # pragma: no cover - older Ray without token auth
-            pass
     os.environ.setdefault("RAY_enable_metrics_collection", "0")
+    # Ray read its config and token when imported; re-read them as Ray's own
+    # enable_token_auth_by_default does, so this process uses what its Ray processes inherit.
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
     me = psutil.Process()
     os.environ[DRIVER_ENV] = f"{me.pid}:{me.create_time():.3f}"
 
