@@ -6,9 +6,11 @@ Layout under the output root (any pyarrow filesystem URI, local path by default)
     <run_id>/manifest.json          run id, config hash, models (with ground truth), shard count
     <run_id>/pairs/model_id=<m>/method=<x>/variant=<v>/<shard_id>.parquet
 
-Every file is written as ``.tmp-<random>-<name>`` and moved to its final name, so a crash
+Every local file is written as ``.tmp-<random>-<name>`` and moved to its final name, so a crash
 can leave at most a hidden temp file, which pyarrow's dataset reader ignores and a resume
-sweeps away; the random part keeps two writers from ever sharing a temp file. Only the
+sweeps away; the random part keeps two writers from ever sharing a temp file. On an object
+store (s3://, gs://) each file is one put to its final key, which the store makes visible only
+whole, so no temp object exists to leak. Only the
 driver writes, and it holds the run's lock (:mod:`farm.runlock`) while it does, so a second
 ``farm run``/``--resume`` of a running run is refused instead of racing it.
 
@@ -195,9 +197,16 @@ class RunStore:
                              f"output folder right?") from None
 
     def _write_atomic(self, path: str, data: bytes) -> None:
-        directory, name = path.rsplit("/", 1)
-        tmp = f"{directory}/.tmp-{uuid.uuid4().hex[:12]}-{name}"
         try:
+            if self.fs.type_name != "local":
+                # An object store publishes an object only when its (single or multipart) upload
+                # completes, so one put to the final key is already atomic; a temp key plus
+                # "move" there is copy + delete, which a crash between the two would leak.
+                with self.fs.open_output_stream(path) as f:
+                    f.write(data)
+                return
+            directory, name = path.rsplit("/", 1)
+            tmp = f"{directory}/.tmp-{uuid.uuid4().hex[:12]}-{name}"
             with self.fs.open_output_stream(tmp) as f:
                 f.write(data)
             self.fs.move(tmp, path)
