@@ -62,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(format_summary(result.frame))
     print()
     print(f"run id:   {result.run_id}")
-    print(f"parquet:  {result.store.pairs_dir}")
+    print(f"parquet:  {result.store.pairs_dir}  (farm tables {result.run_id} --output {cfg.run.output})")
     if result.tracking_uri:
         print(f"mlflow:   {result.tracking_uri}  (farm ui --output {cfg.run.output})")
     print(f"time:     {result.wall_s:.1f} s")
@@ -164,8 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("tables", help="regenerate tables and heat maps of a run from its Parquet files")
     sp.add_argument("run_id")
-    sp.add_argument("--output", default="results", help="results root the run lives under (default: results)")
-    sp.add_argument("--out", help="folder for the tables (default: <output>/<run_id>/tables)")
+    sp.add_argument("--output", default="results", help="results root the run lives under: a folder or a URI "
+                    "such as s3://bucket/prefix (default: results)")
+    sp.add_argument("--out", help="folder for the tables (default: <output>/<run_id>/tables; ./<run_id>-tables "
+                    "for a run on an object store)")
     sp.add_argument("--format", default="md,csv", help="comma list of md, csv, tex (default: md,csv)")
     sp.add_argument("--tracking-uri", help="MLflow URI to log to (default: $MLFLOW_TRACKING_URI, else the sqlite "
                     "store of the results folder)")

@@ -282,7 +282,8 @@ def _run(cfg: Config, store: RunStore, resume: str | None, log_fn: Log, started:
                                          {f"resources.{k}": v for k, v in resources.items() if k in ("CPU", "GPU")})
         except Exception as exc:  # noqa: BLE001 - tracking must never lose a finished run
             log_fn(f"warning: MLflow logging to {uri} failed ({type(exc).__name__}: {exc}); results are safe in "
-                   f"Parquet. Log them later with: farm tables {store.run_id} --output {cfg.run.output}")
+                   f"Parquet. Log them later with: farm tables {store.run_id} --output {cfg.run.output} "
+                   f"--tracking-uri {uri}")
     return RunResult(store.run_id, store, df, mlflow_id, uri, time.perf_counter() - started, num_classes)
 
 

@@ -473,7 +473,10 @@ def regenerate(run_id: str, output: str = "results", out_dir: str | None = None,
         raise RunError(f"--format: unknown format(s) {', '.join(bad)}; choose from {', '.join(FORMATS)}")
     from farm.report.files import prepare_folder
 
-    folder = Path(out_dir) if out_dir else Path(RunStore(output, run_id).run_dir) / "tables"
+    store = RunStore(output, run_id)
+    # Tables are files people open: a run on an object store gets them in a local folder.
+    default = Path(store.run_dir) / "tables" if store.fs.type_name == "local" else Path(f"{run_id}-tables")
+    folder = Path(out_dir) if out_dir else default
     prepare_folder(folder)  # a bad --out fails before any work
     data = load(output, run_id, log_fn, align=align, trust_code=trust_code)
     tables = build_tables(data)
