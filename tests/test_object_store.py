@@ -72,8 +72,8 @@ class ShardWatcher(threading.Thread):
         while not self.stop.is_set():
             for key in _keys(self.fs, self.prefix):
                 name = key.rsplit("/", 1)[1]
-                if name.startswith("."):
-                    self.problems.append(f"hidden/temp key {key}")
+                if name.startswith(".tmp-") or ("/pairs/" in key and name.startswith(".")):
+                    self.problems.append(f"temp key {key}")  # (the brief .write-probe is not a result)
                 elif key.endswith(".parquet") and key not in self.seen:
                     try:
                         with self.fs.open_input_file(key) as f:
