@@ -56,7 +56,10 @@ def _ray_ports() -> list[str]:
 def ray_cluster(tmp_path_factory):
     """Head (no CPUs: the job's driver only) plus one worker node with one CPU; token auth."""
     tag = uuid.uuid4().hex
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONPATH="", RAY_AUTH_MODE="token",
+    # The nodes' environment has the farm's dependencies (a lab's image or venv): `python` in the
+    # job's entry point is this venv's.
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", RAY_USAGE_STATS_ENABLED="0",
+               PYTHONPATH="", RAY_AUTH_MODE="token",
                RAY_AUTH_TOKEN=os.urandom(16).hex(), FARM_TEST_TAG=tag)
     for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "MLFLOW_TRACKING_URI"):
         env.pop(key, None)
