@@ -155,7 +155,7 @@ def test_submitted_job_writes_s3_logs_to_mlflow_and_reads_back(tmp_path, service
 
     res = _submit(ray_cluster, src, s3, "bench-1")
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
-    assert "SUCCEEDED" in _ray_job(ray_cluster, "status", "bench-1")
+    assert "job 'bench-1' succeeded" in _ray_job(ray_cluster, "status", "bench-1").lower()
     logs = _ray_job(ray_cluster, "logs", "bench-1")
     assert "run id:   job1" in logs and "mean_size" in logs and f"--output {output}" in logs, logs[-3000:]
 
@@ -190,7 +190,7 @@ def test_job_with_a_checkpoint_the_cluster_cannot_see_fails_fast(tmp_path, servi
     cfg["tracking"] = {"enabled": False}
     res = _submit(ray_cluster, _laptop(tmp_path, cfg), s3, "bench-2")
     assert res.returncode != 0
-    assert "FAILED" in _ray_job(ray_cluster, "status", "bench-2")
+    assert "job 'bench-2' failed" in _ray_job(ray_cluster, "status", "bench-2").lower()
     logs = _ray_job(ray_cluster, "logs", "bench-2")
     assert missing in logs, logs[-3000:]
     assert "Traceback" not in logs, logs[-3000:]
