@@ -107,7 +107,8 @@ def test_sigkill_on_s3_then_resume_then_tables(tmp_path, s3, s3_env):
     watcher.start()
     try:
         driver = subprocess.Popen([sys.executable, "-m", "farm", "run", str(path)], env=env, cwd=tmp_path,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                                  stdout=subprocess.DEVNULL, stderr=open(tmp_path / "driver.log", "wb"),
+                                  start_new_session=True)  # a file: an unread pipe would block on tqdm
         try:
             deadline = time.time() + 240
             while len(_shards(fs, prefix)) < 2 and driver.poll() is None and time.time() < deadline:
