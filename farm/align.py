@@ -39,7 +39,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from farm.store import PARTITIONS, RunStore, StoreError
+from farm.config import trusting_code
+from farm.store import RunStore, StoreError, check_partition_values, hive_partitioning
 
 ALIGN_SCHEMA_VERSION = 1
 REF_METHOD = "ours"
@@ -167,7 +168,7 @@ def run_config(store: RunStore) -> Any:
 
 
 def align_run(run_id: str, output: str = "results", ref: str = REF_METHOD, log_fn: Log = print,
-              address: str | None = None) -> str:
+              address: str | None = None, trust_code: bool = False) -> str:
     """Align every (model, variant, pair) of a run against ``ref``; returns the align folder."""
     import ray
 
@@ -179,6 +180,8 @@ def align_run(run_id: str, output: str = "results", ref: str = REF_METHOD, log_f
     if not store.exists():
         raise RunError(f"no run {run_id!r} under {output!r}")
     cfg = run_config(store)
+    if trust_code:
+        cfg = trusting_code(cfg)
     missing = models_missing(cfg)
     if missing:
         raise RunError("cannot align without the run's models: " + "; ".join(missing) +
@@ -188,7 +191,8 @@ def align_run(run_id: str, output: str = "results", ref: str = REF_METHOD, log_f
         log_fn(f"align: no pair has both {ref!r} and another method; nothing to do")
         return align_dir(store)
     done = _done(store)
-    resources = cluster.connect(_address(address or cfg.cluster.address), cfg.cluster.num_cpus)
+    resources = cluster.connect(_address(address or cfg.cluster.address), cfg.cluster.num_cpus,
+                                cfg.cluster.ray_auth, log_fn)
     threads = max(1, int(cfg.cluster.cpus_per_actor))
     task = ray.remote(num_cpus=cfg.cluster.cpus_per_actor, max_retries=2)(_remote_align)
     models = prepare_models(cfg, log_fn)
@@ -232,10 +236,9 @@ def read_align(store: RunStore) -> pd.DataFrame | None:
     """The run's alignment rows (sorted), or None when ``farm align`` has not been run."""
     if not _done(store):
         return None
-    dataset = ds.dataset(align_dir(store), filesystem=store.fs, format="parquet",
-                         partitioning=ds.partitioning(pa.schema([(p, pa.string()) for p in PARTITIONS]),
-                                                      flavor="hive"))
+    dataset = ds.dataset(align_dir(store), filesystem=store.fs, format="parquet", partitioning=hive_partitioning())
     df = dataset.to_table().to_pandas()
+    check_partition_values(df, align_dir(store))
     unknown = set(df["schema_version"]) - {ALIGN_SCHEMA_VERSION}
     if unknown:
         raise StoreError(f"{align_dir(store)}: alignment schema version(s) {sorted(unknown)}; this farm reads "

@@ -7,17 +7,25 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
 
-from farm.config import DEFAULT_CONFIG, ConfigError, load_config
+from farm.config import DEFAULT_CONFIG, Config, load_config, trusting_code
+from farm.errors import UserError
 
 EXIT_USER = 2
+TRUST_HELP = ("load TorchScript checkpoints (including TrojAI folders holding one): they are programs that can "
+              "write files; only for files whose author you trust (docs/security.md)")
 
 
-def _config(args: argparse.Namespace):
-    return load_config(args.config, args.set)
+def _trusted(cfg: Config, args: argparse.Namespace) -> Config:
+    return trusting_code(cfg) if getattr(args, "trust_code", False) else cfg
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return _trusted(load_config(args.config, args.set), args)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -31,12 +39,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from farm.runner import execute, format_summary, stored_config
-
     if args.resume and not args.config:
         output = dict(kv.split("=", 1) for kv in (args.set or []) if kv.startswith("run.output=")).get(
             "run.output", "results")
-        cfg = stored_config(output, args.resume)
+        from farm.resume import finished
+
+        done = finished(output, args.resume, args.set)
+        if done is not None:  # before importing torch or Ray: a no-op must be instant
+            print(f"run {args.resume} is already complete ({done.manifest().get('pairs')} pairs stored in "
+                  f"{done.run_dir}); nothing to do. Tables: farm tables {args.resume} --output {output}")
+            return 0
+    from farm.runner import execute, format_summary, stored_config
+
+    if args.resume and not args.config:
+        cfg = _trusted(stored_config(output, args.resume, args.set), args)
     else:
         cfg = _config(args)
     if args.address:
@@ -46,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(format_summary(result.frame))
     print()
     print(f"run id:   {result.run_id}")
-    print(f"parquet:  {result.store.pairs_dir}")
+    print(f"parquet:  {result.store.pairs_dir}  (farm tables {result.run_id} --output {cfg.run.output})")
     if result.tracking_uri:
         print(f"mlflow:   {result.tracking_uri}  (farm ui --output {cfg.run.output})")
     print(f"time:     {result.wall_s:.1f} s")
@@ -62,7 +78,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         from farm.cluster import connect
         from farm.models.zoo_jobs import ray_trainer
 
-        connect(args.address)
+        connect(args.address, ray_auth=cfg.cluster.ray_auth)
         parallel = ray_trainer(cfg.cluster.cpus_per_actor)
     models = prepare_models(cfg, print, parallel_train=parallel)
     print(f"\nzoo: {zoo_dir(cfg)} (manifest: {zoo_dir(cfg) / 'manifest.json'})")
@@ -81,7 +97,8 @@ def cmd_tables(args: argparse.Namespace) -> int:
     from farm.report.tables import regenerate
 
     out = regenerate(args.run_id, output=args.output, out_dir=args.out, formats=args.format.split(","),
-                     tracking_uri=args.tracking_uri, log_mlflow=not args.no_mlflow, align=not args.no_align)
+                     tracking_uri=args.tracking_uri, log_mlflow=not args.no_mlflow, align=args.align,
+                     trust_code=args.trust_code, allow_stored_uri=args.allow_tracking_uri)
     print(f"tables and figures written to {out}")
     return 0
 
@@ -89,7 +106,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
 def cmd_align(args: argparse.Namespace) -> int:
     from farm.align import align_run
 
-    out = align_run(args.run_id, output=args.output, ref=args.ref, address=args.address)
+    out = align_run(args.run_id, output=args.output, ref=args.ref, address=args.address, trust_code=args.trust_code)
     print(f"alignment written to {out}")
     return 0
 
@@ -144,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sp)
     sp.add_argument("--resume", metavar="RUN_ID", help="continue a run, skipping its finished shards")
     sp.add_argument("--address", help="Ray address ('auto' joins a running cluster); overrides cluster.address")
+    sp.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("validate", help="check a config and list every problem at once")
@@ -153,17 +171,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("zoo", help="train (or reuse) the config's zoo models and print their accuracy/ASR")
     with_config(sp)
     sp.add_argument("--address", help="Ray address: train missing models as tasks there ('auto': running cluster)")
+    sp.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     sp.set_defaults(func=cmd_zoo)
 
     sp = sub.add_parser("tables", help="regenerate tables and heat maps of a run from its Parquet files")
     sp.add_argument("run_id")
-    sp.add_argument("--output", default="results", help="results root the run lives under (default: results)")
-    sp.add_argument("--out", help="folder for the tables (default: <output>/<run_id>/tables)")
+    sp.add_argument("--output", default="results", help="results root the run lives under: a folder or a URI "
+                    "such as s3://bucket/prefix (default: results)")
+    sp.add_argument("--out", help="folder for the tables (default: <output>/<run_id>/tables; ./<run_id>-tables "
+                    "for a run on an object store)")
     sp.add_argument("--format", default="md,csv", help="comma list of md, csv, tex (default: md,csv)")
-    sp.add_argument("--tracking-uri", help="MLflow URI to log to (default: the run's sqlite store)")
+    sp.add_argument("--tracking-uri", help="MLflow URI to log to (default: $MLFLOW_TRACKING_URI, else the sqlite "
+                    "store of the results folder)")
+    sp.add_argument("--allow-tracking-uri", action="store_true",
+                    help="log to the tracking.uri stored in the run's config.yaml (off: a received folder must not "
+                    "choose where your tables go)")
     sp.add_argument("--no-mlflow", action="store_true", help="write files only, do not log to MLflow")
-    sp.add_argument("--no-align", action="store_true",
-                    help="do not compute a missing alignment (its maps are then reported as missing)")
+    sp.add_argument("--align", action="store_true",
+                    help="compute a missing alignment first (`farm align`): loads and runs the run's models, so only "
+                    "for folders you trust; without it, missing alignment maps are reported as missing")
+    sp.add_argument("--trust-code", action="store_true", help=TRUST_HELP + "; with --align")
     sp.set_defaults(func=cmd_tables)
 
     sp = sub.add_parser("align", help="align every method's stored triggers with ours (by size, by ASR) on Ray")
@@ -171,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--output", default="results", help="results root the run lives under (default: results)")
     sp.add_argument("--ref", default="ours", help="reference method (default: ours)")
     sp.add_argument("--address", help="Ray address ('auto' joins a running cluster)")
+    sp.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     sp.set_defaults(func=cmd_align)
 
     sp = sub.add_parser("ui", help="serve the MLflow UI for a results folder on 127.0.0.1")
@@ -205,29 +233,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(BaseException):
+    """SIGTERM as an exception, so a terminated run unwinds like Ctrl-C: the run lock is
+    released and its local Ray is shut down instead of left listening."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _shutdown_ray() -> None:
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from farm.runner import RunError
-    from farm.store import StoreError
-
-    user_errors: tuple[type[BaseException], ...] = (ConfigError, RunError, StoreError)
-    try:
-        from farm.models.loading import CheckpointError
-
-        user_errors += (CheckpointError,)
-    except ImportError:  # pragma: no cover
-        pass
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)
-    except user_errors as exc:
+    except UserError as exc:
         print(f"farm {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER
-    except KeyboardInterrupt:
-        print(f"farm {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as exc:
+        _shutdown_ray()
+        terminated = isinstance(exc, Terminated)
+        print(f"farm {args.command}: {'terminated' if terminated else 'interrupted'}; Ray shut down", file=sys.stderr)
+        return 143 if terminated else 130
     except BrokenPipeError:  # `farm ... | head`: the reader left; not an error of ours
         sys.stdout = open(os.devnull, "w")
         return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import ray
 import torch
 from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
+from farm import ray_safety
 from farm.config import FAULT_INJECTION, ClusterSpec, ConfigError
 from farm.grid import Job, Shard
 from farm.worker import ModelPayload, PairImages, ShardExecutor
@@ -49,20 +50,28 @@ def fault_setting(spec: ClusterSpec) -> str | None:
     return value
 
 
-def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float]:
-    """Start a local Ray (address None) or join one ("auto" or "ray://..."); return resources."""
+def connect(address: str | None, num_cpus: int | None = None, ray_auth: str = "token",
+            log_fn: Callable[[str], None] = print) -> dict[str, float]:
+    """Start a local Ray (address None) or join one ("auto" or "ray://..."); return resources.
+
+    A local Ray gets token auth, metrics off and the driver tag (:mod:`farm.ray_safety`), and
+    first ends the Ray processes an earlier, killed farm driver left behind."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
                                   "log_to_driver": True}
         if address:
+            ray_safety.check_auth_env(ray_auth)  # the cluster decides its auth; never disable it from here
             _check_reachable(address)
             ray.init(address=address, **kwargs)
         else:
-            # A local cluster stays on loopback: nothing outside this machine needs to reach it.
+            ray_safety.reap_orphans(log_fn)
+            ray_safety.harden_local_env(ray_auth)
             # address="local": without it Ray joins whatever cluster /tmp/ray/ray_current_cluster
             # or $RAY_ADDRESS names (someone else's `ray start --head`) instead of starting one.
-            ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
+            # Ray turns a loopback node address into the host's own (services.resolve_ip_for_localhost),
+            # so the node address is left to Ray; token auth is what guards the ports.
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 
 

@@ -126,6 +126,8 @@ class ModelSpec:
     train: TrainSpec = field(default_factory=TrainSpec)
     checkpoint: str | None = None  # path, for source: checkpoint
     format: Literal["state_dict", "torchscript", "trojai"] = "state_dict"
+    # TorchScript is code: loaded only when true (or `--trust-code`); see docs/security.md.
+    trust_code: bool = False
 
     def check(self) -> list[str]:
         from farm.models import ARCHS
@@ -140,6 +142,8 @@ class ModelSpec:
             out.append("checkpoint: required when source is 'checkpoint'")
         if self.source == "zoo" and self.checkpoint:
             out.append("checkpoint: only used with source 'checkpoint'")
+        if self.source == "zoo" and self.trust_code:
+            out.append("trust_code: only used with source 'checkpoint' (zoo models are state dicts)")
         return out
 
 
@@ -211,6 +215,8 @@ class ClusterSpec:
     pairs_per_batch: int = 50  # P: pairs optimised together as one batch (one shard)
     max_attempts: int = 3  # a shard is tried this often before its pairs are stored as failed
     fault_injection: str | None = None  # testing only: "exit:<shard-no>" or "raise:<shard-no>"
+    # Ray token auth of a local run; "disabled" only on a trusted network (docs/security.md).
+    ray_auth: Literal["token", "disabled"] = "token"
 
     def check(self) -> list[str]:
         out = []
@@ -290,6 +296,9 @@ class Config:
     def results_dict(self) -> dict[str, Any]:
         """The parts of the config that determine pair results (hashed for resume)."""
         d = to_dict(self)
+        # trust_code decides whether a file may be loaded, not what it computes: granting it
+        # with --trust-code must not change the run's identity (resume keeps working).
+        d["models"] = [{k: v for k, v in m.items() if k != "trust_code"} for m in d["models"]]
         return {k: d[k] for k in ("datasets", "models", "methods", "pairs")} | {"seed": self.run.seed}
 
     def hash(self) -> str:
@@ -357,18 +366,23 @@ def load_raw(path: str | Path) -> dict[str, Any]:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load YAML (default: configs/default.yaml), apply ``--set`` overrides, validate."""
     path = Path(path) if path else DEFAULT_CONFIG
-    data = load_raw(path)
+    return config_from_dict(load_raw(path), overrides, source=str(path))
+
+
+def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None, source: str | None = None) -> Config:
+    """Validate plain data (a YAML file's, a run's stored config) after ``--set`` overrides."""
     for key, value in parse_overrides(overrides):
         _set_path(data, key, value)
-    return build(Config, data, "", source=str(path))
-
-
-def config_from_dict(data: dict[str, Any]) -> Config:
-    return build(Config, data)
+    return build(Config, data, "", source=source)
 
 
 def with_run(cfg: Config, **changes: Any) -> Config:
     return replace(cfg, run=replace(cfg.run, **changes))
+
+
+def trusting_code(cfg: Config) -> Config:
+    """``--trust-code``: every checkpoint model may be TorchScript (docs/security.md)."""
+    return replace(cfg, models=[replace(m, trust_code=True) if m.source == "checkpoint" else m for m in cfg.models])
 
 
 __all__ = [

@@ -1,14 +1,16 @@
 """Expand a config into jobs (model × method × variant) and deterministic shards of pairs.
 
-A shard is the unit of work, of storage and of resume: its id hashes everything that
-determines its rows (model, method, its parameters, variant, pair list, seed), so a resumed
-run recognises finished shards by file name alone and a changed config can never pick up
-stale results.
+A shard is the unit of work and of storage: its id hashes everything that determines its
+rows (model, method, its parameters, variant, pair list, seed). Resume is decided per pair,
+not per shard: :func:`expand` leaves out the (job, pair)s already stored and chunks only the
+rest, so a resumed run with another ``pairs_per_batch`` computes exactly the missing pairs
+(the config hash, checked on resume, keeps a changed config from picking up stale results).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,12 +95,16 @@ def jobs(cfg: Config) -> list[Job]:
     return out
 
 
-def expand(cfg: Config, num_classes: dict[str, int], pairs_per_batch: int | None = None) -> list[Shard]:
-    """All shards of a run, in a stable order (model, method, variant, pair chunk)."""
+def expand(cfg: Config, num_classes: dict[str, int], pairs_per_batch: int | None = None,
+           done: Collection[tuple[str, str, str, int, int]] = frozenset()) -> list[Shard]:
+    """The shards of a run still to compute, in a stable order (model, method, variant, pair
+    chunk): every pair of every job except those in ``done`` ((model, method, variant, victim,
+    target) keys of stored rows)."""
     p = pairs_per_batch or cfg.cluster.pairs_per_batch
     shards = []
     for job in jobs(cfg):
-        pairs = select_pairs(cfg.pairs, num_classes[job.model_id], cfg.run.seed)
+        pairs = [pair for pair in select_pairs(cfg.pairs, num_classes[job.model_id], cfg.run.seed)
+                 if (*job.key, pair.victim, pair.target) not in done]
         for i in range(0, len(pairs), p):
             chunk = tuple(pairs[i:i + p])
             shards.append(Shard(job, i // p, chunk, cfg.run.seed, shard_id(job, chunk, cfg.run.seed)))

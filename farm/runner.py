@@ -21,15 +21,14 @@ from farm.data import load_dataset
 from farm.data.base import Dataset
 from farm.data.selection import attack_indices, gather, heldout_indices
 from farm.grid import ANY, Pair, expand, select_pairs
+from farm.errors import RunError
+from farm.resume import complete_rows
+from farm.runlock import RunLock
 from farm.store import SCALAR_COLUMNS, RunStore, StoreError, filesystem
 from farm.worker import ModelPayload, PairImages, failed_rows, image_key, payload_from_module
 
 log = logging.getLogger("farm.runner")
 Log = Callable[[str], None]
-
-
-class RunError(RuntimeError):
-    """A user-facing problem with a run (message says what and how to fix it)."""
 
 
 @dataclass
@@ -60,33 +59,50 @@ def new_run_id(cfg: Config) -> str:
     return cfg.run.id or f"{cfg.run.name}-{stamp}-{cfg.hash()[:6]}"
 
 
-def open_run(cfg: Config, resume: str | None) -> RunStore:
-    """Create the run folder, or check that a resumed one belongs to this config."""
+def open_run(cfg: Config, resume: str | None) -> tuple[RunStore, RunLock | None]:
+    """Create the run folder, or check that a resumed one belongs to this config; either way
+    take the run's lock, so no second process writes the same run (farm.runlock)."""
+    store = RunStore(cfg.run.output, resume if resume is not None else new_run_id(cfg))
+    _check_open(store, cfg, resume)  # refusals first: they must leave nothing behind
+    lock = store.lock()
+    try:
+        _check_open(store, cfg, resume)  # again under the lock: another process may have won
+        if resume is None:
+            store.ensure_writable()
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return store, lock
+
+
+def _check_open(store: RunStore, cfg: Config, resume: str | None) -> None:
     if resume is not None:
-        store = RunStore(cfg.run.output, resume)
         if not store.exists():
             raise RunError(f"--resume {resume}: no run {resume!r} under {cfg.run.output!r}")
         stored = store.manifest().get("config_hash")
         if stored != cfg.hash():
             raise RunError(f"--resume {resume}: that run was made with config hash {stored}, this config has "
                            f"{cfg.hash()}. Resume with the run's own config (omit CONFIG) or start a new run.")
-        return store
-    store = RunStore(cfg.run.output, new_run_id(cfg))
-    if store.exists():
+    elif store.exists():
         same = store.manifest().get("config_hash") == cfg.hash()
         raise RunError(f"run {store.run_id!r} already exists under {cfg.run.output!r}" +
                        (f"; continue it with --resume {store.run_id}" if same else
                         " and belongs to a different config; choose another run.id"))
-    store.ensure_writable()
-    return store
 
 
-def stored_config(output: str, run_id: str) -> Config:
-    """The resolved config a run was started with (for ``--resume`` without CONFIG)."""
+def stored_config(output: str, run_id: str, overrides: list[str] | None = None) -> Config:
+    """The resolved config a run was started with (for ``--resume`` without CONFIG), pointed at
+    ``output``, the results root it was found under, with ``--set`` overrides applied (the
+    config hash check then refuses any that would change the results)."""
     store = RunStore(output, run_id)
     if not store.exists():
         raise RunError(f"no run {run_id!r} under {output!r}")
-    return config_from_dict(yaml.safe_load(store.config_yaml()))
+    data = yaml.safe_load(store.config_yaml())
+    if not isinstance(data, dict):
+        raise RunError(f"{store.run_dir}/config.yaml: not a mapping; the run folder is damaged")
+    data.setdefault("run", {})["output"] = output
+    return config_from_dict(data, overrides, source=f"{store.run_dir}/config.yaml")
 
 
 def zoo_dir(cfg: Config) -> Path:
@@ -128,7 +144,8 @@ def prepare_models(cfg: Config, log_fn: Log, parallel_train: Callable | None = N
             path, fmt, meta = entry.path, "state_dict", entry.meta
         else:
             path, fmt, meta = Path(spec.checkpoint or ""), spec.format, {}
-        model = load_checkpoint(path, fmt, spec.arch, ds.num_classes, ds.image_shape, ds.mean, ds.std)
+        model = load_checkpoint(path, fmt, spec.arch, ds.num_classes, ds.image_shape, ds.mean, ds.std,
+                                trust_code=spec.trust_code)
         info = model_info(spec, cfg.datasets[spec.dataset].name, meta)
         if spec.source == "checkpoint" and spec.format == "trojai":
             from farm.models.trojai import ground_truth
@@ -170,15 +187,33 @@ def pair_images(ds: Dataset, pairs: list[Pair], spec: PairsSpec, seed: int, log_
 
 
 def execute(cfg: Config, resume: str | None = None, log_fn: Log = print) -> RunResult:
-    """Run (or resume) a whole benchmark; returns the stored rows and where they are."""
+    """Run (or resume) a whole benchmark under the run's lock; returns the stored rows and
+    where they are. Resuming a complete run only says so: no Ray, no MLflow, no rewrite."""
+    started = time.perf_counter()
+    store, lock = open_run(cfg, resume)
+    try:
+        if resume is not None:
+            for path in store.sweep():
+                log_fn(f"resume: {path} is truncated or corrupt; moved aside (.corrupt-*), its pairs are computed again")
+            finished = complete_rows(store)
+            if finished is not None:
+                log_fn(f"run {store.run_id} is already complete ({len(finished)} pairs stored); nothing to do")
+                models = store.manifest().get("models", {})
+                return RunResult(store.run_id, store, finished, None, None, time.perf_counter() - started,
+                                 {m: int(v["num_classes"]) for m, v in models.items()})
+        return _run(cfg, store, resume, log_fn, started)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(cfg: Config, store: RunStore, resume: str | None, log_fn: Log, started: float) -> RunResult:
     import ray
 
     from farm import cluster, tracking
     from farm.models.zoo_jobs import ray_trainer
 
-    started = time.perf_counter()
-    store = open_run(cfg, resume)
-    resources = cluster.connect(cfg.cluster.address, cfg.cluster.num_cpus)
+    resources = cluster.connect(cfg.cluster.address, cfg.cluster.num_cpus, cfg.cluster.ray_auth, log_fn)
     place = cluster.placement(cfg.cluster, resources, cfg.run.device)
     log_fn(f"run {store.run_id}: Ray {', '.join(f'{k}={v:g}' for k, v in sorted(resources.items()) if k in ('CPU', 'GPU'))}; "
            f"{place.detail}")
@@ -193,13 +228,14 @@ def execute(cfg: Config, resume: str | None = None, log_fn: Log = print) -> RunR
     }
     if resume is None:
         store.create(cfg.to_yaml(), manifest | {"status": "running"})
-    shards = expand(cfg, num_classes)
-    done = store.done_shards()
-    items = [cluster.WorkItem(s, i) for i, s in enumerate(shards) if s.shard_id not in done]
-    total_pairs = sum(len(s.pairs) for s in shards)
-    done_pairs = total_pairs - sum(len(it.shard.pairs) for it in items)
-    if done:
-        log_fn(f"resume: {len(shards) - len(items)} of {len(shards)} shards already stored, skipping them")
+    total_pairs = sum(len(s.pairs) for s in expand(cfg, num_classes))
+    # Done is decided per (job, pair) from the stored rows, so another pairs_per_batch on
+    # resume re-chunks only the missing pairs (farm.grid, farm.store).
+    shards = expand(cfg, num_classes, done=store.done_pairs() if resume is not None else frozenset())
+    items = [cluster.WorkItem(s, i) for i, s in enumerate(shards)]
+    done_pairs = total_pairs - sum(len(s.pairs) for s in shards)
+    if done_pairs:
+        log_fn(f"resume: {done_pairs} of {total_pairs} pairs already stored, skipping them")
     contexts = {}
     refs = {mid: ray.put(m.payload) for mid, m in models.items()}
     selection: dict[str, dict[str, Any]] = {mid: {} for mid in models}  # recorded in the manifest
@@ -235,7 +271,7 @@ def execute(cfg: Config, resume: str | None = None, log_fn: Log = print) -> RunR
     df = store.read(columns=SCALAR_COLUMNS)
     if len(df) != total_pairs:
         raise RunError(f"run {store.run_id}: expected {total_pairs} pair rows, found {len(df)}")
-    store.write_manifest(manifest | {"status": "complete", "shards": len(shards), "pairs": total_pairs,
+    store.write_manifest(manifest | {"status": "complete", "pairs": total_pairs,
                                      "finished": datetime.now(timezone.utc).isoformat()})
     mlflow_id = uri = None
     if cfg.tracking.enabled:
@@ -246,7 +282,8 @@ def execute(cfg: Config, resume: str | None = None, log_fn: Log = print) -> RunR
                                          {f"resources.{k}": v for k, v in resources.items() if k in ("CPU", "GPU")})
         except Exception as exc:  # noqa: BLE001 - tracking must never lose a finished run
             log_fn(f"warning: MLflow logging to {uri} failed ({type(exc).__name__}: {exc}); results are safe in "
-                   f"Parquet. Log them later with: farm tables {store.run_id} --output {cfg.run.output}")
+                   f"Parquet. Log them later with: farm tables {store.run_id} --output {cfg.run.output} "
+                   f"--tracking-uri {uri}")
     return RunResult(store.run_id, store, df, mlflow_id, uri, time.perf_counter() - started, num_classes)
 
 

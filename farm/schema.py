@@ -13,8 +13,10 @@ import re
 import types
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from farm.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config could not be turned into a valid schema object; ``problems`` lists them all."""
 
     def __init__(self, problems: list[str], source: str | None = None):

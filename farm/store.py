@@ -6,16 +6,27 @@ Layout under the output root (any pyarrow filesystem URI, local path by default)
     <run_id>/manifest.json          run id, config hash, models (with ground truth), shard count
     <run_id>/pairs/model_id=<m>/method=<x>/variant=<v>/<shard_id>.parquet
 
-A shard is written as ``.tmp-<shard_id>.parquet`` and moved to its final name, so a crash
-can leave at most a hidden temp file, which pyarrow's dataset reader ignores and resume
-overwrites. Only the driver writes, so there is never a concurrent writer.
+Every local file is written as ``.tmp-<random>-<name>`` and moved to its final name, so a crash
+can leave at most a hidden temp file, which pyarrow's dataset reader ignores and a resume
+sweeps away; the random part keeps two writers from ever sharing a temp file. On an object
+store (s3://, gs://) each file is one put to its final key, which the store makes visible only
+whole, so no temp object exists to leak. Only the
+driver writes, and it holds the run's lock (:mod:`farm.runlock`) while it does, so a second
+``farm run``/``--resume`` of a running run is refused instead of racing it.
+
+What is done is decided per (model, method, variant, victim, target), from the rows of
+readable shard files, not from shard file names: resuming with another
+``cluster.pairs_per_batch`` computes exactly the missing pairs. A shard whose Parquet footer
+does not read (a truncated copy, a full disk) is moved aside as ``.corrupt-<name>`` and its
+pairs are computed again.
 """
 from __future__ import annotations
 
 import io
 import json
+import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
@@ -24,11 +35,17 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from farm.config import ID_RULE, is_safe_id
-from farm.metrics import ROBUSTNESS
+from farm.errors import UserError
+
+if TYPE_CHECKING:
+    from farm.runlock import RunLock
 
 SCHEMA_VERSION = 1
 PARTITIONS = ("model_id", "method", "variant")
-ROBUST_COLUMNS = [f"asr_{k}" for k in ROBUSTNESS]
+# Keys of farm.metrics.ROBUSTNESS, in order (a test keeps them equal); spelled out here so
+# that reading a results folder never imports torch.
+ROBUST_NAMES = (*[f"r{p}" for p in (98, 96, 88, 80)], *[f"rot{d}" for d in range(1, 6)])
+ROBUST_COLUMNS = [f"asr_{k}" for k in ROBUST_NAMES]
 
 # Columns stored in each shard file (the partition columns come from the directory names).
 SCHEMA = pa.schema([
@@ -85,8 +102,25 @@ BULK_COLUMNS = ("trigger", "trigger_shape", "trace_t", "trace_size")
 SCALAR_COLUMNS = [n for n in SCHEMA.names + list(PARTITIONS) if n not in BULK_COLUMNS]
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError, RuntimeError):
     """A results folder could not be read or written; the message says which and why."""
+
+
+def hive_partitioning() -> ds.Partitioning:
+    """``model_id=<m>/method=<x>/variant=<v>`` read literally: no percent-decoding, so a folder
+    named ``model_id=..%2F..%2Fx`` in a received results folder stays that string (and is then
+    refused by :func:`check_partition_values`) instead of becoming a path."""
+    return ds.HivePartitioning(pa.schema([(p, pa.string()) for p in PARTITIONS]), segment_encoding="none")
+
+
+def check_partition_values(df: pd.DataFrame, where: str) -> None:
+    """Partition values become file names (figures, MLflow artifacts): each must be a safe id."""
+    for col in PARTITIONS:
+        if col in df.columns:
+            bad = sorted(v for v in set(df[col].dropna()) if not is_safe_id(str(v)))
+            if bad:
+                raise StoreError(f"{where}: partition folder {col}={bad[0]!r} is not a valid id ({ID_RULE}); "
+                                 "the results folder was altered or is not a farm run; remove that folder")
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -163,22 +197,62 @@ class RunStore:
                              f"output folder right?") from None
 
     def _write_atomic(self, path: str, data: bytes) -> None:
-        directory, name = path.rsplit("/", 1)
-        tmp = f"{directory}/.tmp-{name}"
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(data)
-        self.fs.move(tmp, path)
+        try:
+            if self.fs.type_name != "local":
+                # An object store publishes an object only when its (single or multipart) upload
+                # completes, so one put to the final key is already atomic; a temp key plus
+                # "move" there is copy + delete, which a crash between the two would leak.
+                with self.fs.open_output_stream(path) as f:
+                    f.write(data)
+                return
+            directory, name = path.rsplit("/", 1)
+            tmp = f"{directory}/.tmp-{uuid.uuid4().hex[:12]}-{name}"
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            self.fs.move(tmp, path)
+        except OSError as exc:
+            raise StoreError(f"cannot write {path} ({exc}); check free space and permissions of run.output") from None
+
+    def lock(self) -> "RunLock | None":
+        """The run's writer lock (taken), or None where the output cannot hold one (object stores)."""
+        from farm.runlock import RunLock, RunLocked
+
+        if self.fs.type_name != "local":
+            return None
+        try:
+            return RunLock(self.run_dir).acquire(f"run {self.run_id!r} under {self.output!r}")
+        except RunLocked as exc:
+            raise StoreError(str(exc)) from None
+        except OSError as exc:
+            raise StoreError(f"run.output {self.output!r}: cannot write to {self.run_dir} ({exc}). Choose a "
+                             f"writable folder with --set run.output=PATH.") from None
 
     # ---- shards ---------------------------------------------------------------------------
     def shard_path(self, model_id: str, method: str, variant: str, shard_id: str) -> str:
         return f"{self.pairs_dir}/model_id={model_id}/method={method}/variant={variant}/{shard_id}.parquet"
 
-    def done_shards(self) -> set[str]:
-        """Ids of shards whose final file exists (temp files never count)."""
+    def _files(self, hidden: bool) -> list[str]:
         sel = pafs.FileSelector(self.pairs_dir, recursive=True, allow_not_found=True)
-        return {i.base_name[:-len(".parquet")] for i in self.fs.get_file_info(sel)
-                if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
-                and not i.base_name.startswith(".")}
+        return sorted(i.path for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File
+                      and i.base_name.endswith(".parquet") and i.base_name.startswith(".") == hidden)
+
+    def sweep(self) -> list[str]:
+        """Before a resume, under the lock: delete temp files of dead writers and move shards
+        whose Parquet footer does not read aside (``.corrupt-<name>``); return those shards."""
+        for path in self._files(hidden=True):
+            if path.rsplit("/", 1)[1].startswith(".tmp-"):
+                self.fs.delete_file(path)
+        corrupt = [p for p in self._files(hidden=False) if not readable(p, self.fs)]
+        for path in corrupt:
+            directory, name = path.rsplit("/", 1)
+            self.fs.move(path, f"{directory}/.corrupt-{name}")
+        return corrupt
+
+    def done_pairs(self) -> set[tuple[str, str, str, int, int]]:
+        """(model_id, method, variant, victim, target) of every stored row (ok or failed)."""
+        df = self.read(columns=[*PARTITIONS, "victim", "target"])
+        return set(zip(df["model_id"], df["method"], df["variant"], df["victim"].astype(int),
+                       df["target"].astype(int)))
 
     def write_shard(self, model_id: str, method: str, variant: str, shard_id: str,
                     rows: list[dict[str, Any]]) -> str:
@@ -225,18 +299,39 @@ def read_pairs(pairs_dir: str, fs: pafs.FileSystem | None = None, columns: list[
     # Read with the full schema: columns added later (always nullable, same schema version)
     # come back as nulls from files written before them.
     dataset = ds.dataset(pairs_dir, filesystem=fs, format="parquet", schema=pa.unify_schemas([SCHEMA, partitions]),
-                         partitioning=ds.partitioning(partitions, flavor="hive"))
+                         partitioning=hive_partitioning())
     if not dataset.files:
         return _empty(columns, with_triggers)
-    versions = set(dataset.to_table(columns=["schema_version"]).column(0).to_pylist())
+    versions = set(_table(dataset, fs, pairs_dir, ["schema_version"]).column(0).to_pylist())
     unknown = versions - {SCHEMA_VERSION}
     if unknown:
         raise StoreError(f"{pairs_dir}: results written with schema version(s) {sorted(unknown)}; this farm "
                          f"reads version {SCHEMA_VERSION}. Use the farm version that wrote them.")
     cols = columns or _default_columns(with_triggers)
-    df = dataset.to_table(columns=cols).to_pandas()
+    df = _table(dataset, fs, pairs_dir, cols).to_pandas()
+    check_partition_values(df, pairs_dir)
     return df.sort_values(["model_id", "method", "variant", "victim", "target"], ignore_index=True) \
         if {"model_id", "method", "variant", "victim", "target"} <= set(df.columns) else df
+
+
+def readable(path: str, fs: pafs.FileSystem) -> bool:
+    """True when the file's Parquet footer reads (a truncated file's does not)."""
+    try:
+        with fs.open_input_file(path) as f:
+            pq.read_metadata(f)
+        return True
+    except (pa.ArrowInvalid, OSError):
+        return False
+
+
+def _table(dataset: ds.Dataset, fs: pafs.FileSystem, where: str, columns: list[str]) -> pa.Table:
+    """``dataset.to_table`` whose errors name the unreadable file and the fix."""
+    try:
+        return dataset.to_table(columns=columns)
+    except (pa.ArrowInvalid, OSError) as exc:
+        bad = next((f for f in dataset.files if not readable(f, fs)), where)
+        raise StoreError(f"{bad}: not a readable Parquet shard ({exc}); `farm run --resume` moves it aside "
+                         "and recomputes its pairs") from None
 
 
 def _default_columns(with_triggers: bool) -> list[str]:

@@ -36,16 +36,41 @@ def scoped_uri(uri: str) -> Iterator[None]:
 
     ``mlflow.set_tracking_uri`` also writes the environment variable, which would make every
     later run in the same process (a notebook, a test session, ``farm run`` then ``farm
-    tables``) log into this store instead of its own default.
+    tables``) log into this store instead of its own default. A sqlite store is used under
+    an exclusive lock (:func:`sqlite_lock`).
     """
     import mlflow
 
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
+    with sqlite_lock(uri):
+        before = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(before)  # None unsets the variable again
+
+
+@contextmanager
+def sqlite_lock(uri: str) -> Iterator[None]:
+    """Hold ``<db>.lock`` (flock) while using a sqlite tracking store.
+
+    Two runs sharing one results root would otherwise both create MLflow's schema in a fresh
+    ``mlflow.db`` at once, and the loser fails (its migrations meet half-made tables). Other
+    URIs (servers) handle their own concurrency.
+    """
+    import fcntl
+
+    if not uri.startswith("sqlite:///"):
         yield
-    finally:
-        mlflow.set_tracking_uri(before)  # None unsets the variable again
+        return
+    lock_path = Path(uri[len("sqlite:///"):] + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -179,14 +204,21 @@ def _log_job(mlflow: Any, experiment_id: str, parent_id: str, run_id: str, key: 
             mlflow.log_artifacts(tmp, "heatmaps")
 
 
-def paper_tables_uri(output: str, run_id: str, explicit: str | None = None) -> tuple[str, str]:
-    """(tracking URI, experiment) for ``farm tables``: --tracking-uri, else the run's config,
-    else $MLFLOW_TRACKING_URI, else the sqlite store of the results folder it was read from."""
+def paper_tables_uri(output: str, run_id: str, explicit: str | None = None, allow_stored: bool = False,
+                     log_fn: Any = print) -> tuple[str, str]:
+    """(tracking URI, experiment) for ``farm tables``: --tracking-uri, else (only with
+    ``allow_stored``, --allow-tracking-uri) the run's config, else $MLFLOW_TRACKING_URI, else the
+    sqlite store of the results folder it was read from. A received folder's config.yaml is
+    not trusted to choose where this machine sends data."""
     import yaml
 
     raw = yaml.safe_load(RunStore(output, run_id).config_yaml()).get("tracking", {}) or {}
-    experiment = raw.get("experiment") or "farm"
-    uri = explicit or raw.get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    experiment = str(raw.get("experiment") or "farm")
+    stored = raw.get("uri")
+    if stored and not allow_stored and not explicit:
+        log_fn(f"tables: not logging to the run's stored tracking.uri {stored!r} (pass --allow-tracking-uri to use "
+               "it, or --tracking-uri)")
+    uri = explicit or (stored if allow_stored else None) or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         fs, root = filesystem(output)
         base = Path(root) if fs.type_name == "local" else Path(".")
@@ -195,13 +227,13 @@ def paper_tables_uri(output: str, run_id: str, explicit: str | None = None) -> t
 
 
 def log_paper_tables(run_id: str, output: str, folder: Path, frames: dict[str, pd.DataFrame],
-                     explicit_uri: str | None = None) -> str:
+                     explicit_uri: str | None = None, allow_stored_uri: bool = False, log_fn: Any = print) -> str:
     """Log ``farm tables`` output on the run's parent MLflow run (found by its run-id tag in any
     experiment), or on a new parent run tagged with the run id when this tracking store has
     never seen the run (a copied results folder, another server). Returns the tracking URI."""
     import mlflow
 
-    uri, experiment_name = paper_tables_uri(output, run_id, explicit_uri)
+    uri, experiment_name = paper_tables_uri(output, run_id, explicit_uri, allow_stored_uri, log_fn)
     with scoped_uri(uri):
         experiment = mlflow.set_experiment(experiment_name)
         client = mlflow.MlflowClient()

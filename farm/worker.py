@@ -44,12 +44,15 @@ class ModelPayload:
     info: dict[str, Any] = field(default_factory=dict)  # dataset, model_kind, attack, gt_victim, gt_target
 
     def load(self, device: torch.device) -> torch.nn.Module:
-        """Rebuild through the same checked loader as files (weights_only, shape checks)."""
+        """Rebuild through the same checked loader as files (weights_only, shape checks).
+
+        A TorchScript payload exists only because the driver loaded a trusted file and ran its
+        first forward in a limited child process, so actors trust it and skip that probe."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.pt"
             path.write_bytes(self.blob)
             model = load_checkpoint(path, self.fmt, self.arch, self.num_classes, self.image_shape,
-                                    self.mean, self.std, device=device)
+                                    self.mean, self.std, device=device, trust_code=True, probe=False)
         for p in model.parameters():  # not model.requires_grad_(): ScriptModules do not support it
             p.requires_grad_(False)
         return model.eval()

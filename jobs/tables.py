@@ -1,7 +1,7 @@
-"""``ray job submit --working-dir . -- python jobs/tables.py RUN_ID --output ROOT [--format md,csv,tex]``
+"""``ray job submit --working-dir . -- python jobs/tables.py RUN_ID --output ROOT [--format md,csv,tex] [--align]``
 
 Regenerate a run's tables and figures from its Parquet files and log them to MLflow
-(``farm tables``). When the alignment is missing, ``farm tables`` computes it on Ray and, inside
+(``farm tables``). With ``--align`` a missing alignment is computed on Ray first and, inside
 a job, joins the job's cluster (Ray sets RAY_ADDRESS for job drivers).
 """
 import sys

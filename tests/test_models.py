@@ -74,7 +74,7 @@ def trained(tmp_path):
 
 
 def _load(path, fmt="state_dict", k=10, shape=SHAPE, mean=(0.5,) * 3, std=(0.5,) * 3):
-    return load_checkpoint(path, fmt, "small_cnn", k, shape, mean, std)
+    return load_checkpoint(path, fmt, "small_cnn", k, shape, mean, std, trust_code=fmt == "torchscript")
 
 
 def test_state_dict_round_trip_all_layouts(trained, tmp_path):

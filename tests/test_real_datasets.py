@@ -131,7 +131,8 @@ def test_user_torchscript_file_of_a_torchvision_net(tmp_path):
     net = build_net("torchvision:resnet18", 5, (3, 32, 32)).eval()
     path = tmp_path / "user.pt"
     torch.jit.save(torch.jit.script(net), str(path))
-    model = load_checkpoint(path, "torchscript", "ignored", 5, (3, 32, 32), IMAGENET_MEAN, (0.229, 0.224, 0.225))
+    model = load_checkpoint(path, "torchscript", "ignored", 5, (3, 32, 32), IMAGENET_MEAN, (0.229, 0.224, 0.225),
+                            trust_code=True)
     x = torch.rand(2, 3, 32, 32)
     ref = net((x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
     assert torch.allclose(model(x), ref, atol=1e-4)
@@ -153,7 +154,7 @@ def test_trojai_folder_model_examples_and_ground_truth(tmp_path):
     assert ds.labels("train").tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and ds.labels("test").tolist() == [0, 1, 2]
     held = ds.images("test", np.array([1]))[0]
     assert torch.equal(held, torch.from_numpy(class_images(np.array([1]), 32, 32, seed=13)[0]).permute(2, 0, 1))
-    model = load_checkpoint(root, "trojai", "small_cnn", 3, ds.image_shape, ds.mean, ds.std)
+    model = load_checkpoint(root, "trojai", "small_cnn", 3, ds.image_shape, ds.mean, ds.std, trust_code=True)
     x = torch.rand(4, 3, 32, 32)
     assert torch.allclose(model(x), net(x), atol=1e-5)
     assert ground_truth(root) == {"model_kind": "poisoned", "attack": "unknown", "gt_victim": -1, "gt_target": 1}
@@ -166,17 +167,17 @@ def test_trojai_refuses_pickled_full_model_and_checks_arch(tmp_path):
     root = write_trojai(tmp_path / "m", net, poisoned=None)
     torch.save(net, root / "model.pt")  # TrojAI's own format: a pickled nn.Module
     with pytest.raises(CheckpointError, match="pickled full model.*torch.jit.script"):
-        load_checkpoint(root, "trojai", "small_cnn", 3, (3, 32, 32), (0,) * 3, (1,) * 3)
+        load_checkpoint(root, "trojai", "small_cnn", 3, (3, 32, 32), (0,) * 3, (1,) * 3, trust_code=True)
     torch.save(net.state_dict(), root / "model.pt")
     (root / "config.json").write_text(json.dumps({"arch": "resnet20"}))
     with pytest.raises(CheckpointError, match="set arch: resnet20"):
-        load_checkpoint(root, "trojai", "small_cnn", 3, (3, 32, 32), (0,) * 3, (1,) * 3)
+        load_checkpoint(root, "trojai", "small_cnn", 3, (3, 32, 32), (0,) * 3, (1,) * 3, trust_code=True)
     (root / "config.json").write_text(json.dumps({"arch": "small_cnn"}))
-    model = load_checkpoint(root, "trojai", "small_cnn", 3, (3, 32, 32), (0,) * 3, (1,) * 3)
+    model = load_checkpoint(root, "trojai", "small_cnn", 3, (3, 32, 32), (0,) * 3, (1,) * 3, trust_code=True)
     x = torch.rand(2, 3, 32, 32)
     assert torch.allclose(model(x), net(x), atol=1e-5)
     with pytest.raises(CheckpointError, match="expects a model folder"):
-        load_checkpoint(root / "model.pt", "trojai", "small_cnn", 3, (3, 32, 32), (0,) * 3, (1,) * 3)
+        load_checkpoint(root / "model.pt", "trojai", "small_cnn", 3, (3, 32, 32), (0,) * 3, (1,) * 3, trust_code=True)
 
 
 @pytest.mark.parametrize("attack", [
@@ -256,7 +257,7 @@ def test_farm_run_over_every_fixture_dataset(roots, tmp_path):
     models = [{"id": f"{k}-badnets", "dataset": k, "attack": {"type": "badnets", "target": 1}, "train": fast}
               for k in ("cifar", "svhn", "gtsrb", "imnet")]
     models.append({"id": "trojai-m", "dataset": "trojai", "source": "checkpoint", "checkpoint": str(trojai),
-                   "format": "trojai"})
+                   "format": "trojai", "trust_code": True})
     cfg = config_from_dict({
         "run": {"name": "real", "output": str(tmp_path / "out"), "seed": 0},
         "datasets": datasets, "models": models,

@@ -43,7 +43,7 @@ def test_round_trip_with_partitions_and_trigger(tmp_path):
     trig = Trigger.from_bytes(r["trigger_kind"], list(r["trigger_shape"]), r["trigger"])
     assert trig.array.shape == (3, 4, 4) and float(trig.array[:, :, 1].min()) == 0.5
     assert list(r["trace_size"]) == [9.0, 4.0]
-    assert store.done_shards() == {"s1", "s2"}
+    assert store.done_pairs() == {("m1", "ours", "plain", 0, 1), ("m1", "ours", "plain", 1, 0), ("m1", "nc", "plain", 0, 1)}
     assert store.manifest()["config_hash"] == "h"
     assert store.config_yaml() == "a: 1\n"
 
@@ -54,11 +54,18 @@ def test_hidden_temp_file_is_never_read_as_complete(tmp_path):
     d = tmp_path / "run1" / "pairs" / "model_id=m" / "method=ours" / "variant=plain"
     d.mkdir(parents=True)
     (d / ".tmp-s9.parquet").write_bytes(b"PAR1 half written")
-    assert store.done_shards() == set()
+    assert store.done_pairs() == set()
     assert len(store.read()) == 0
     store.write_shard("m", "ours", "plain", "s9", [row(0, 1, "s9")])
-    assert store.done_shards() == {"s9"} and len(store.read()) == 1
-    assert not (d / ".tmp-s9.parquet").exists()
+    assert store.done_pairs() == {("m", "ours", "plain", 0, 1)} and len(store.read()) == 1
+    assert store.sweep() == [] and not (d / ".tmp-s9.parquet").exists()  # a resume sweeps dead writers' temps
+
+
+def test_robust_columns_are_the_metrics_transforms():
+    from farm.metrics import ROBUSTNESS
+    from farm.store import ROBUST_NAMES
+
+    assert tuple(ROBUSTNESS) == ROBUST_NAMES
 
 
 def test_unknown_schema_version_rejected(tmp_path):

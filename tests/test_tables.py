@@ -153,7 +153,7 @@ def test_pair_table_for_sampled_pairs(data):
 
 @pytest.mark.slow
 def test_farm_run_then_tables_logs_to_mlflow(tmp_path, monkeypatch):
-    """farm run, then farm tables (which aligns on Ray, the models being here) into sqlite MLflow."""
+    """farm run, then farm tables --align (aligns on Ray, the models being here) into sqlite MLflow."""
     import mlflow
     import ray
 
@@ -171,7 +171,8 @@ def test_farm_run_then_tables_logs_to_mlflow(tmp_path, monkeypatch):
         assert main(["run", str(path)]) == 0
         ray.shutdown()
         out = tmp_path / "tables"
-        assert main(["tables", "e2e-tables", "--output", str(tmp_path), "--out", str(out), "--format", "md,csv,tex"]) == 0
+        assert main(["tables", "e2e-tables", "--output", str(tmp_path), "--out", str(out), "--format", "md,csv,tex",
+                     "--align"]) == 0
         other = f"sqlite:///{tmp_path / 'other.db'}"
         assert main(["tables", "e2e-tables", "--output", str(tmp_path), "--out", str(tmp_path / "t2"),
                      "--tracking-uri", other]) == 0

@@ -1,14 +1,18 @@
 """Safe checkpoint loading with errors that say what is wrong and how to fix it.
 
-Only two file formats are read, and neither can run code from the file (``trojai``, a model
-folder, holds one of them: :mod:`farm.models.trojai`):
+Two file formats are read (``trojai``, a model folder, holds one of them:
+:mod:`farm.models.trojai`). A state dict is data; TorchScript is a program, so it is loaded
+only when the user trusts the file (docs/security.md):
 
 * ``state_dict``: ``torch.load(weights_only=True)``. Accepted layouts: the bare network's
   state dict, a :class:`NormalizedModel` state dict (``net.*`` keys plus ``mean``/``std``
   buffers, as the zoo writes), either wrapped as ``{"state_dict": ...}``, with or without a
   DataParallel ``module.`` prefix. Normalisation buffers found in the file win over the
   dataset's statistics: they are what the weights were trained with.
-* ``torchscript``: ``torch.jit.load``. Rule for inputs: the module already takes [0,1] images
+* ``torchscript``: refused unless ``trust_code`` (the model's ``trust_code: true`` or
+  ``--trust-code``): its ``forward`` can write files, loop forever or exhaust memory. When
+  trusted, the first forward runs in a child process with a time and memory limit
+  (:mod:`farm.models.probe`) before ``torch.jit.load`` here. Rule for inputs: the module already takes [0,1] images
   if it is a scripted :class:`NormalizedModel` (top-level ``net`` plus ``mean``/``std``
   buffers, as :func:`save_torchscript` writes) or if the archive carries the extra file
   ``farm.json`` with ``{"inputs": "unit"}`` (for models that normalise in their own way).
@@ -32,13 +36,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from farm.errors import UserError
 from farm.models import build_net
 from farm.models.wrapper import NormalizedModel
 
 _META = "farm.json"
+PICKLE_SCAN_LIMIT = 64 << 20  # bytes of data.pkl the static scan decompresses (a zip bomb stops here)
+TRUST_HINT = ("set trust_code: true on the model (or pass --trust-code) only if you trust whoever made the file; "
+              "otherwise ask for a state dict (torch.save(model.state_dict(), path))")
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint could not be used; the message names the file and the fix."""
 
 
@@ -72,8 +80,13 @@ def save_torchscript(model: nn.Module, path: str | Path, image_shape: tuple[int,
 
 def load_checkpoint(path: str | Path, fmt: str, arch: str, num_classes: int,
                     image_shape: tuple[int, int, int], mean: Sequence[float], std: Sequence[float],
-                    device: str | torch.device = "cpu") -> nn.Module:
-    """A model in eval mode taking [0,1] images N×C×H×W and returning K logits."""
+                    device: str | torch.device = "cpu", trust_code: bool = False,
+                    probe: bool = True) -> nn.Module:
+    """A model in eval mode taking [0,1] images N×C×H×W and returning K logits.
+
+    ``trust_code`` allows TorchScript (which is code); ``probe`` runs its first forward in a
+    limited child process first. Only payloads the driver already probed skip it (actors).
+    """
     path = Path(path)
     if fmt == "trojai":
         path, fmt = _trojai_model(path, arch)
@@ -82,6 +95,11 @@ def load_checkpoint(path: str | Path, fmt: str, arch: str, num_classes: int,
     if fmt == "state_dict":
         model = _load_state_dict(path, arch, num_classes, image_shape, mean, std)
     elif fmt == "torchscript":
+        if not trust_code:
+            raise CheckpointError(f"{path}: refused: a TorchScript file is a program (its forward can write files, "
+                                  f"loop forever or exhaust memory), and this model is not trusted; {TRUST_HINT}")
+        if probe:
+            _probe(path, image_shape)
         model = _load_torchscript(path, mean, std)
     else:
         raise CheckpointError(f"{path}: format {fmt!r} is not supported; use 'state_dict', 'torchscript' or 'trojai'")
@@ -160,7 +178,10 @@ def _pickled_globals(path: Path) -> list[str] | None:
             names = [n for n in zf.namelist() if n.endswith("data.pkl")]
             if not names:
                 return None
-            raw = zf.read(names[0])
+            with zf.open(names[0]) as f:
+                raw = f.read(PICKLE_SCAN_LIMIT + 1)
+            if len(raw) > PICKLE_SCAN_LIMIT:
+                return None  # larger than any state dict's pickle: treated as corrupt, never inflated
     found, strings = [], []
     try:
         for op, arg, _ in pickletools.genops(raw):
@@ -186,14 +207,37 @@ def _first_line(exc: BaseException) -> str:
 
 
 # ---- TorchScript -------------------------------------------------------------------------
+def _probe(path: Path, image_shape: tuple[int, int, int]) -> None:
+    from farm.models import probe
+
+    try:
+        probe.first_forward_shape(path, image_shape, probe.PROBE_TIMEOUT_S, probe.PROBE_MEMORY_BYTES)
+    except probe.ProbeFailed as exc:
+        if exc.stage == "load":
+            raise _unreadable_torchscript(path, str(exc)) from None
+        if exc.stage == "forward":
+            raise _wrong_inputs(path, image_shape, str(exc)) from None
+        raise CheckpointError(f"{path}: the trusted TorchScript model failed its first forward in a limited child "
+                              f"process: {exc}; check the file, or use a state dict") from None
+
+
+def _unreadable_torchscript(path: Path, detail: str) -> CheckpointError:
+    return CheckpointError(f"{path}: not a readable TorchScript archive ({detail}); "
+                           "export with torch.jit.save, or use format 'state_dict'")
+
+
+def _wrong_inputs(path: Path, shape: tuple[int, int, int], detail: str) -> CheckpointError:
+    return CheckpointError(f"{path}: the model does not accept the dataset's {'×'.join(map(str, shape))} images "
+                           f"({detail}); use the dataset it was trained on")
+
+
 def _load_torchscript(path: Path, mean: Sequence[float], std: Sequence[float]) -> nn.Module:
     extra = {_META: ""}
     try:
         with _jit_quiet():
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except (RuntimeError, ValueError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable TorchScript archive ({_first_line(exc)}); "
-                              "export with torch.jit.save, or use format 'state_dict'") from None
+        raise _unreadable_torchscript(path, _first_line(exc)) from None
     meta = json.loads(extra[_META]) if extra[_META] else {}
     if meta.get("inputs") == "unit" or all(hasattr(module, a) for a in ("net", "mean", "std")):
         return module
@@ -222,9 +266,7 @@ def _check_io(model: nn.Module, path: Path, k: int, shape: tuple[int, int, int],
         with torch.no_grad():
             out = model(torch.zeros(2, *shape, device=device))
     except Exception as exc:  # noqa: BLE001 - any failure here is an input mismatch
-        raise CheckpointError(f"{path}: the model does not accept the dataset's "
-                              f"{'×'.join(map(str, shape))} images ({type(exc).__name__}: "
-                              f"{_first_line(exc)}); use the dataset it was trained on") from None
+        raise _wrong_inputs(path, shape, f"{type(exc).__name__}: {_first_line(exc)}") from None
     if out.dim() != 2 or out.shape[1] != k:
         raise CheckpointError(f"{path}: the model outputs shape {tuple(out.shape)} for 2 images but the "
                               f"dataset has {k} classes; scan it with the dataset it was trained on")

@@ -7,9 +7,11 @@ so a table of an incomplete run says what it lacks instead of averaging over few
 Rendering (:mod:`farm.report.render`) and figures (:mod:`farm.report.plots`) are byte-stable,
 so the same Parquet input gives identical files on any machine.
 
-The alignment maps need a forward pass: they come from ``<run>/align`` (``farm align``); when
-that is missing and the run's models are available here, :func:`regenerate` runs the
-alignment on Ray first, otherwise the maps are reported as missing.
+The alignment maps need a forward pass: they come from ``<run>/align`` (``farm align``). A
+results folder may come from someone else, so by default nothing here loads a model, follows
+a stored tracking URI or writes outside the output folder (docs/security.md); only with
+``align=True`` (``--align``) does :func:`regenerate` run a missing alignment on Ray first,
+otherwise the maps are reported as missing.
 """
 from __future__ import annotations
 
@@ -358,8 +360,9 @@ def figures(data: RunData) -> dict[str, bytes]:
 
 
 # ---- orchestration -------------------------------------------------------------------------
-def load(output: str, run_id: str, log_fn: Log = print, align: bool = True) -> RunData:
-    """Read a run's rows and context from its folder (nothing else); align first if possible."""
+def load(output: str, run_id: str, log_fn: Log = print, align: bool = False, trust_code: bool = False) -> RunData:
+    """Read a run's rows and context from its folder (nothing else); with ``align``, run a
+    missing alignment first when the run's models are here (that loads and runs them)."""
     import yaml
 
     from farm.align import read_align
@@ -388,15 +391,20 @@ def load(output: str, run_id: str, log_fn: Log = print, align: bool = True) -> R
     aligned = read_align(store)
     note = ""
     if aligned is None and align:
-        aligned, note = _try_align(store, log_fn)
+        aligned, note = _try_align(store, log_fn, trust_code)
     elif aligned is None:
-        note = "alignment maps missing: run `farm align` first"
+        note = "alignment maps missing: run `farm align` first (or `farm tables --align`)"
+    for name, frame in (("pairs", df), ("align", aligned)):
+        unknown = sorted(set(frame["model_id"]) - set(models)) if frame is not None and len(frame) else []
+        if unknown:
+            raise RunError(f"run {run_id}: {name} rows of model(s) {', '.join(map(repr, unknown))} that "
+                           f"{store.run_dir}/manifest.json does not list; the folder was altered or mixes runs")
     return RunData(df, aligned, expected, methods, num_classes,
                    {m: list(v.get("class_names", [])) for m, v in models.items()},
                    sampled=pairs_spec.mode != "all", align_note=note)
 
 
-def _try_align(store: Any, log_fn: Log) -> tuple[pd.DataFrame | None, str]:
+def _try_align(store: Any, log_fn: Log, trust_code: bool) -> tuple[pd.DataFrame | None, str]:
     """Run the alignment when the run's models are here; otherwise say why the maps are missing."""
     from farm.align import align_run, models_missing, read_align, run_config
     from farm.config import ConfigError
@@ -408,20 +416,21 @@ def _try_align(store: Any, log_fn: Log) -> tuple[pd.DataFrame | None, str]:
     if missing:
         return None, "alignment maps missing: models not available here (" + "; ".join(missing) + ")"
     log_fn("tables: no alignment stored for this run; running `farm align` on Ray first")
-    align_run(store.run_id, store.output, log_fn=log_fn)
+    align_run(store.run_id, store.output, log_fn=log_fn, trust_code=trust_code)
     return read_align(store), ""
 
 
 def write(tables: list[Table], figs: dict[str, bytes], out_dir: Path, formats: list[str]) -> list[Path]:
-    """Write every table in every format, the figures and an index; return the files written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write every table in every format, the figures and an index; return the files written.
+
+    Through :mod:`farm.report.files`: temp file + rename, no symlink followed."""
+    from farm.report.files import prepare_folder, write_file
+
+    prepare_folder(out_dir)
     written = []
 
     def put(rel: str, data: str | bytes) -> None:
-        p = out_dir / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data.encode() if isinstance(data, str) else data)
-        written.append(p)
+        written.append(write_file(out_dir, rel, data.encode() if isinstance(data, str) else data))
 
     for t in tables:
         if "md" in formats:
@@ -450,22 +459,33 @@ def index(tables: list[Table], figs: dict[str, bytes]) -> str:
 
 def regenerate(run_id: str, output: str = "results", out_dir: str | None = None,
                formats: list[str] | tuple[str, ...] = ("md", "csv"), tracking_uri: str | None = None,
-               log_mlflow: bool = True, log_fn: Log = print, align: bool = True) -> Path:
-    """Write all tables and figures of a run, and log them to MLflow; returns the folder."""
+               log_mlflow: bool = True, log_fn: Log = print, align: bool = False, trust_code: bool = False,
+               allow_stored_uri: bool = False) -> Path:
+    """Write all tables and figures of a run, and log them to MLflow; returns the folder.
+
+    ``align``/``trust_code``/``allow_stored_uri`` are the only ways a results folder can make
+    this load models or send data elsewhere (``--align``, ``--trust-code``, ``--allow-tracking-uri``)."""
     from farm.runner import RunError
     from farm.store import RunStore
 
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise RunError(f"--format: unknown format(s) {', '.join(bad)}; choose from {', '.join(FORMATS)}")
-    data = load(output, run_id, log_fn, align=align)
+    from farm.report.files import prepare_folder
+
+    store = RunStore(output, run_id)
+    # Tables are files people open: a run on an object store gets them in a local folder.
+    default = Path(store.run_dir) / "tables" if store.fs.type_name == "local" else Path(f"{run_id}-tables")
+    folder = Path(out_dir) if out_dir else default
+    prepare_folder(folder)  # a bad --out fails before any work
+    data = load(output, run_id, log_fn, align=align, trust_code=trust_code)
     tables = build_tables(data)
     figs = figures(data)
-    folder = Path(out_dir) if out_dir else Path(RunStore(output, run_id).run_dir) / "tables"
     write(tables, figs, folder, list(formats))
     if log_mlflow:
         from farm.tracking import log_paper_tables
 
-        uri = log_paper_tables(run_id, output, folder, {t.name: t.frame for t in tables}, tracking_uri)
+        uri = log_paper_tables(run_id, output, folder, {t.name: t.frame for t in tables}, tracking_uri,
+                               allow_stored_uri, log_fn)
         log_fn(f"tables: logged to MLflow at {uri}")
     return folder

@@ -1,0 +1,58 @@
+"""Writing report files into a folder that may come from someone else.
+
+``farm tables`` writes into ``<run>/tables`` of a results folder that may have been received
+from another machine. A symlink planted there (``tables/index.md -> ~/.bashrc``) would make a
+plain ``open(..., "w")`` overwrite the victim file. Here every file is written to a fresh
+temp file in its folder and renamed into place, and no path component below (or at) the
+output folder may be a symlink.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from farm.store import StoreError
+
+
+def prepare_folder(folder: Path, flag: str = "--out") -> Path:
+    """Create ``folder`` (a real directory, not a file or a symlink) or say why it cannot be."""
+    if folder.is_symlink():
+        raise StoreError(f"{flag} {folder}: is a symlink; refusing to write through it. Pass a real folder with --out")
+    if folder.exists() and not folder.is_dir():
+        raise StoreError(f"{flag} {folder}: is a file, not a folder; pass a folder with --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".tmp-probe-")
+        probe.close()
+    except OSError as exc:
+        raise StoreError(f"{flag} {folder}: cannot write there ({exc.strerror or exc}); "
+                         "choose a writable folder with --out") from None
+    return folder
+
+
+def write_file(folder: Path, rel: str, data: bytes) -> Path:
+    """Write ``folder/rel`` atomically, refusing '..', absolute paths and symlinks on the way."""
+    parts = Path(rel).parts
+    if not parts or Path(rel).is_absolute() or ".." in parts:
+        raise StoreError(f"{folder}: refusing to write {rel!r} (outside the output folder)")
+    current = folder
+    for part in parts[:-1]:
+        current = current / part
+        if current.is_symlink() or (current.exists() and not current.is_dir()):
+            raise StoreError(f"{current}: is a symlink or a file where a folder belongs; refusing to write through "
+                             "it. Remove it, or pass a fresh --out folder")
+        current.mkdir(exist_ok=True)
+    final = current / parts[-1]
+    if final.is_symlink():
+        raise StoreError(f"{final}: is a symlink; refusing to overwrite its target. Remove it, or pass a fresh "
+                         "--out folder")
+    fd, tmp = tempfile.mkstemp(dir=current, prefix=f".tmp-{parts[-1]}-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return final

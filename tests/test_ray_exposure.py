@@ -1,0 +1,202 @@
+"""Issue 10, point 3: what a local farm Ray exposes, SIGTERM, and orphans of a SIGKILLed driver.
+
+Real processes throughout: a driver that starts farm's local Ray (``farm.cluster.connect``),
+psutil for its listening sockets, HTTP requests to each of them, a second process that tries
+to join without the token, real SIGTERM and SIGKILL. Every process is found by an env tag
+and killed by pid at the end, never with ``ray stop``.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from e2e_util import tiny_config, write_config
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+
+DRIVER = """
+import json, sys, psutil, ray
+from farm.cluster import connect
+connect(None, 1, log_fn=lambda m: print(m, file=sys.stderr))
+ray.get(ray.remote(lambda: 1).remote())
+procs = [psutil.Process()] + psutil.Process().children(recursive=True)
+ports = []
+for p in procs:
+    try:
+        ports += [[c.laddr.ip, c.laddr.port, p.name()] for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+    except psutil.Error:
+        pass
+print(json.dumps({"gcs": ray.get_runtime_context().gcs_address, "ports": ports}), flush=True)
+sys.stdin.read()
+ray.shutdown()
+"""
+
+JOIN = """
+import ray, sys
+ray.init(address=sys.argv[1], logging_level="ERROR")
+print("joined")
+"""
+
+
+def _env(tag: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "FARM_RAY"))}
+    return env | {"PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0", "FARM_TEST_TAG": tag,
+                  "RAY_TMPDIR": tempfile.mkdtemp(prefix="fx", dir="/tmp")} | extra
+
+
+def _tagged(tag: str) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if p.pid != os.getpid() and p.environ().get("FARM_TEST_TAG") == tag:
+                out.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return out
+
+
+def _kill_tagged(tag: str) -> None:
+    procs = _tagged(tag)
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+def _wait_gone(tag: str, timeout_s: float) -> list[str]:
+    deadline = time.time() + timeout_s
+    while _tagged(tag) and time.time() < deadline:
+        time.sleep(0.5)
+    names = []
+    for p in _tagged(tag):
+        try:
+            names.append(f"{p.pid}:{p.name()}")
+        except psutil.NoSuchProcess:
+            pass
+    return names
+
+
+def _http_status(ip: str, port: int, path: str) -> int | None:
+    host = f"[{ip}]" if ":" in ip else ip
+    host = "127.0.0.1" if ip in ("0.0.0.0", "::") else host
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=3) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
+        return None  # not HTTP (gRPC) or closed
+
+
+def test_local_ray_needs_the_token_everywhere_and_serves_no_metrics():
+    tag = uuid.uuid4().hex
+    driver = subprocess.Popen([sys.executable, "-c", textwrap.dedent(DRIVER)], env=_env(tag), cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(driver.stdout.readline())
+        assert info["ports"], "the driver found no listening sockets"
+        answered = {}
+        for ip, port, name in info["ports"]:
+            for path in ("/metrics", "/api/version", "/get_runtime_envs_info"):
+                status = _http_status(ip, port, path)
+                if status is not None:
+                    answered[f"{name} {ip}:{port}{path}"] = status
+        print("HTTP answers without a token:", answered)
+        assert not [k for k, s in answered.items() if s == 200], answered  # no metrics, nothing unauthenticated
+        for env in ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "wrong" * 8}, {"RAY_AUTH_MODE": "disabled"}):
+            joined = subprocess.run([sys.executable, "-c", textwrap.dedent(JOIN), info["gcs"]], env=_env(tag, **env),
+                                    capture_output=True, text=True, timeout=120)
+            assert joined.returncode != 0 and "joined" not in joined.stdout, (env, joined.stdout, joined.stderr[-800:])
+    finally:
+        driver.communicate("", timeout=60)
+        _kill_tagged(tag)
+
+
+def test_ray_auth_disabled_in_the_environment_is_refused(tmp_path, monkeypatch, capsys):
+    from farm.cli import main
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    path = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "out"))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "RAY_AUTH_MODE=disabled" in err and "cluster.ray_auth: disabled" in err and "Traceback" not in err
+
+
+def _long_run(tmp_path: Path, run_id: str) -> Path:
+    cfg = tiny_config(tmp_path / "out", run={"name": "s", "id": run_id, "output": str(tmp_path / "out")})
+    cfg["models"] = cfg["models"][:1]
+    cfg["methods"] = [{"name": "ours", "params": {"epochs": 60}}]
+    cfg["cluster"] = {"num_cpus": 1, "pairs_per_batch": 10, "max_actors": 1}
+    cfg["tracking"] = {"enabled": False}
+    return write_config(tmp_path / f"{run_id}.yaml", cfg)
+
+
+def _start_and_wait_for_a_shard(tmp_path: Path, run_id: str, tag: str) -> subprocess.Popen:
+    path = _long_run(tmp_path, run_id)
+    driver = subprocess.Popen([sys.executable, "-m", "farm", "run", str(path)], env=_env(tag), cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    pairs = tmp_path / "out" / run_id / "pairs"
+    deadline = time.time() + 300
+    while driver.poll() is None and time.time() < deadline and not [
+            p for p in pairs.rglob("*.parquet") if not p.name.startswith(".")]:
+        time.sleep(0.2)
+    assert driver.poll() is None, driver.stderr.read()[-2000:]
+    return driver
+
+
+def test_sigterm_ends_the_run_and_its_ray(tmp_path):
+    tag = uuid.uuid4().hex
+    try:
+        driver = _start_and_wait_for_a_shard(tmp_path, "term", tag)
+        driver.send_signal(signal.SIGTERM)
+        _, err = driver.communicate(timeout=120)
+        assert driver.returncode == 143 and "terminated; Ray shut down" in err, err[-2000:]
+        left = _wait_gone(tag, 20)
+        assert not left, f"Ray processes still running after SIGTERM: {left}"
+        # The lock died with the driver: the run resumes.
+        from farm.store import RunStore
+
+        lock = RunStore(str(tmp_path / "out"), "term").lock()
+        assert lock is not None
+        lock.release()
+    finally:
+        _kill_tagged(tag)
+
+
+def test_next_local_ray_ends_the_orphans_of_a_sigkilled_driver(tmp_path):
+    tag, later = uuid.uuid4().hex, uuid.uuid4().hex
+    try:
+        driver = _start_and_wait_for_a_shard(tmp_path, "killed", tag)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+        time.sleep(5)
+        orphans = [p.pid for p in _tagged(tag)]
+        print(f"processes left 5 s after SIGKILL of the driver: {len(orphans)}")
+        if not orphans:
+            pytest.skip("Ray followed its killed driver on its own here: no orphans to end")
+        restart = subprocess.run([sys.executable, "-c", "import ray\nfrom farm.cluster import connect\n"
+                                  "connect(None, 1)\nray.shutdown()"], env=_env(later), cwd=ROOT,
+                                 capture_output=True, text=True, timeout=180)
+        assert restart.returncode == 0, restart.stderr[-2000:]
+        assert "left by an earlier farm run" in restart.stdout + restart.stderr
+        assert not _wait_gone(tag, 10)
+    finally:
+        _kill_tagged(tag)
+        _kill_tagged(later)
