@@ -26,7 +26,9 @@ import pyarrow.parquet as pq
 from farm.config import ID_RULE, is_safe_id
 from farm.metrics import ROBUSTNESS
 
-SCHEMA_VERSION = 1
+# 2: adds stop_reason. Version 1 rows cannot say whether a size is converged or a cap's, so
+# they are not read (re-run, or read them with the farm version that wrote them).
+SCHEMA_VERSION = 2
 PARTITIONS = ("model_id", "method", "variant")
 ROBUST_COLUMNS = [f"asr_{k}" for k in ROBUSTNESS]
 
@@ -62,6 +64,7 @@ SCHEMA = pa.schema([
     ("n_heldout", pa.int32()),
     ("steps", pa.int32()),
     ("converged", pa.bool_()),
+    ("stop_reason", pa.string()),  # converged | cap | budget | early_stop | failed (farm.methods.STOP_REASONS)
     ("time_to_best", pa.float64()),
     ("trace_t", pa.list_(pa.float32())),
     ("trace_size", pa.list_(pa.float32())),
@@ -232,7 +235,8 @@ def read_pairs(pairs_dir: str, fs: pafs.FileSystem | None = None, columns: list[
     unknown = versions - {SCHEMA_VERSION}
     if unknown:
         raise StoreError(f"{pairs_dir}: results written with schema version(s) {sorted(unknown)}; this farm "
-                         f"reads version {SCHEMA_VERSION}. Use the farm version that wrote them.")
+                         f"reads version {SCHEMA_VERSION} only (version 2 added stop_reason, which older rows "
+                         f"lack). Re-run them with this farm, or read them with the farm version that wrote them.")
     cols = columns or _default_columns(with_triggers)
     df = dataset.to_table(columns=cols).to_pandas()
     return df.sort_values(["model_id", "method", "variant", "victim", "target"], ignore_index=True) \

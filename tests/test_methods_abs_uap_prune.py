@@ -76,7 +76,9 @@ def test_abs_init_square_and_cifar_defaults():
     a = init_mask_variable(32, 32, 64)
     assert (a[:8, :8] == 2).all() and (a[8:, :] == -2).all() and (a[:, 8:] == -2).all()
     p = ABS.Params()
-    assert (p.size_bound, p.penalty_weight, p.lr, p.betas, p.epochs) == (64, 500.0, 0.1, (0.9, 0.999), 1000)
+    assert (p.size_bound, p.lr, p.betas, p.epochs) == (64, 0.1, (0.9, 0.999), 1000)
+    assert p.penalty_weight == pytest.approx(500 / (50 * 64)), "w_pair = w / (N_ref * P_ref), METHODS.md §2(c)"
+    assert p.asr_threshold == 0.8, "[ABS] reasr_bound"
     out = ABS(ABS.Params(epochs=1, size_bound=4)).invert(_tiny(), _batch(1))[0]
     assert out.steps == 1, "B = N: one epoch is one full-batch step"
     assert "abs_nnz" in out.extra and out.trigger.kind == "blend"

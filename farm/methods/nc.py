@@ -88,6 +88,7 @@ class NCProblem(BlendProblem):
             self.es_count = torch.where(act & has_best, counted, self.es_count)
             self.es_ref = torch.where(act, torch.minimum(self.es_ref, self.r_best), self.es_ref)
             stop = act & self.cost.raised & self.cost.lowered & (self.es_count >= self.prm.early_stop_patience)
+            self.early_stopped |= stop
             self.active &= ~stop
         self.cost.update(success, act)
 
