@@ -174,3 +174,33 @@ def test_no_success_within_the_epochs_is_out_of_budget():
     hard = [i for i, a in enumerate(clean) if a < 0.5]
     assert len(hard) >= 2, clean
     assert all(out[i].stop_reason == "budget" and not out[i].converged for i in hard)
+
+
+def test_nc_original_code_loss_is_the_swapped_keras_ce():
+    """loss: original_code reproduces Keras categorical_crossentropy(y_true=softmax, y_pred=onehot)
+    (normalise y_pred, clip it to [1e-7, 1 - 1e-7], -sum y_true log y_pred): bounded by
+    -log(1e-7) ~ 16.1 where CE is unbounded, and linear in p_t."""
+    from farm.methods.nc import swapped_keras_ce
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 4, generator=g, dtype=torch.float64) * 8
+    targets = torch.tensor([0, 2, 3])
+    onehot = torch.nn.functional.one_hot(targets, 4).double()[:, None, :].expand(3, 5, 4)
+    y_pred = (onehot / onehot.sum(-1, keepdim=True)).clamp(1e-7, 1 - 1e-7)
+    keras = -(logits.softmax(-1) * y_pred.log()).sum(-1).mean(1)
+    assert torch.allclose(swapped_keras_ce(logits, targets), keras, atol=1e-12)
+    hopeless = torch.tensor([[[-50.0, 50.0, 0.0, 0.0]]], dtype=torch.float64)
+    assert float(swapped_keras_ce(hopeless, torch.tensor([0]))) == pytest.approx(-math.log(1e-7), rel=1e-6)
+
+
+def test_nc_loss_switch_changes_the_optimisation_and_is_validated():
+    cls = METHODS["nc"]
+    ce = cls(cls.Params(epochs=20)).invert(TinyNet().double().eval().requires_grad_(False), _batch(2))
+    orig = cls(cls.Params(epochs=20, loss="original_code")).invert(TinyNet().double().eval().requires_grad_(False),
+                                                                   _batch(2))
+    assert not torch.allclose(ce[0].trigger.array, orig[0].trigger.array)
+    from farm.schema import ConfigError, build
+    from farm.config import MethodSpec
+
+    with pytest.raises(ConfigError, match="loss"):
+        build(MethodSpec, {"name": "nc", "params": {"loss": "keras"}})
