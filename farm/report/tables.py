@@ -101,12 +101,13 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _params(method: str, g: pd.DataFrame) -> dict[str, Any]:
+def _params(g: pd.DataFrame) -> dict[str, Any]:
+    """A job's hyper-parameters as flat dotted keys (NC Prune's halves: ``nc.epochs``)."""
     return _flat(json.loads(g["params_json"].iloc[0])) if len(g) and g["params_json"].iloc[0] else {}
 
 
 def _caps(method: str, g: pd.DataFrame) -> str:
-    params = _params(method, g)
+    params = _params(g)
     caps = getattr(METHODS.get(method), "caps", ())
     return ", ".join(f"{c}={params.get(c)}" for c in caps) or "a cap"
 
@@ -119,7 +120,7 @@ def run_settings_notes(df: pd.DataFrame) -> list[str]:
         return []
     bounds, short = [], []
     for method, g in df.groupby("method", sort=True):
-        params = _params(method, g)
+        params = _params(g)
         defaults = _flat(asdict(METHODS[method].Params())) if method in METHODS else {}
         b = [f"{v:g}" for k, v in params.items() if k.split(".")[-1] == "asr_threshold"]
         if b:
