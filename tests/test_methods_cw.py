@@ -74,8 +74,11 @@ def test_max_rounds_is_a_cap_not_convergence():
     done = [i for i, o in enumerate(free) if o.converged]
     assert done, "TinyNet pairs 0 and 1 must succeed"
     for i in done:
-        assert free[i].stop_reason == "converged" and free[i].extra["rounds"] > 1
-        assert capped[i].stop_reason == "cap" and capped[i].extra["rounds"] == 1
+        assert free[i].stop_reason == "converged"
+        assert capped[i].stop_reason == "cap" and capped[i].extra["rounds"] == 1 and capped[i].converged
+    longer = [i for i in done if free[i].extra["rounds"] > 1]
+    assert longer, "some pair must need more than one round"
+    for i in longer:
         assert trigger_size(capped[i].trigger) > trigger_size(free[i].trigger), "the cap stopped it early"
 
 
