@@ -36,7 +36,7 @@ def run_pairs(cfg: Config, model: PreparedModel, spec: MethodSpec, pairs: list[P
     Uses the run's own seeds and image selection, so rows equal what ``farm run`` stores.
     """
     images = pair_images(model.dataset, pairs, cfg.pairs, cfg.run.seed, lambda _m: None)
-    params = resolved_params(spec)
+    params = resolved_params(spec, cfg.datasets[model.spec.dataset].name)
     job = Job(model.spec.id, spec.name, variant, json.dumps(params, sort_keys=True))
     executor = ShardExecutor(model.payload, spec.name, params, variant, images, device)
     rows: list[dict[str, Any]] = []

@@ -70,13 +70,19 @@ def select_pairs(spec: PairsSpec, k: int, seed: int) -> list[Pair]:
     return pairs
 
 
-def resolved_params(method: MethodSpec) -> dict:
-    """The method's full hyper-parameters (defaults filled in), as stored in every row."""
+def resolved_params(method: MethodSpec, dataset: str) -> dict:
+    """The method's full hyper-parameters for a model of registered dataset ``dataset``
+    (defaults filled in, dataset-dependent defaults such as UAP's budget resolved), as stored
+    in every row: a row says exactly what ran, and its shard id changes with it."""
     from dataclasses import asdict
 
+    from farm.data import DATASETS
     from farm.methods import METHODS
 
-    return asdict(METHODS[method.name].Params(**method.params))
+    params = METHODS[method.name].Params(**method.params)
+    if hasattr(params, "for_dataset"):
+        params = params.for_dataset(DATASETS[dataset])
+    return asdict(params)
 
 
 def shard_id(job: Job, pairs: tuple[Pair, ...], seed: int) -> str:
@@ -89,7 +95,7 @@ def jobs(cfg: Config) -> list[Job]:
     out = []
     for model in cfg.models:
         for method in cfg.methods:
-            params_json = json.dumps(resolved_params(method), sort_keys=True)
+            params_json = json.dumps(resolved_params(method, cfg.datasets[model.dataset].name), sort_keys=True)
             for variant in method.variants:
                 out.append(Job(model.id, method.name, variant, params_json))
     return out

@@ -294,7 +294,8 @@ def format_summary(df: pd.DataFrame) -> str:
     if table.empty:
         return "(no pair results)"
     table = table.assign(**{c: table[c].map(lambda v: "nan" if math.isnan(v) else f"{v:.3g}")
-                            for c in ("mean_size", "median_size", "mean_asr", "s_per_pair")})
+                            for c in ("mean_size", "median_size", "mean_asr", "s_per_pair", "capped_mean_size",
+                                      "capped_mean_asr")})
     return table.to_string(index=False)
 
 

@@ -40,7 +40,9 @@ from farm.errors import UserError
 if TYPE_CHECKING:
     from farm.runlock import RunLock
 
-SCHEMA_VERSION = 1
+# 2: adds stop_reason. Version 1 rows cannot say whether a size is converged or a cap's, so
+# they are not read (re-run, or read them with the farm version that wrote them).
+SCHEMA_VERSION = 2
 PARTITIONS = ("model_id", "method", "variant")
 # Keys of farm.metrics.ROBUSTNESS, in order (a test keeps them equal); spelled out here so
 # that reading a results folder never imports torch.
@@ -79,6 +81,7 @@ SCHEMA = pa.schema([
     ("n_heldout", pa.int32()),
     ("steps", pa.int32()),
     ("converged", pa.bool_()),
+    ("stop_reason", pa.string()),  # converged | cap | budget | early_stop | failed (farm.methods.STOP_REASONS)
     ("time_to_best", pa.float64()),
     ("trace_t", pa.list_(pa.float32())),
     ("trace_size", pa.list_(pa.float32())),
@@ -306,7 +309,8 @@ def read_pairs(pairs_dir: str, fs: pafs.FileSystem | None = None, columns: list[
     unknown = versions - {SCHEMA_VERSION}
     if unknown:
         raise StoreError(f"{pairs_dir}: results written with schema version(s) {sorted(unknown)}; this farm "
-                         f"reads version {SCHEMA_VERSION}. Use the farm version that wrote them.")
+                         f"reads version {SCHEMA_VERSION} only (version 2 added stop_reason, which older rows "
+                         f"lack). Re-run them with this farm, or read them with the farm version that wrote them.")
     cols = columns or _default_columns(with_triggers)
     df = _table(dataset, fs, pairs_dir, cols).to_pandas()
     check_partition_values(df, pairs_dir)

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from farm.config import Config
-from farm.report.aggregate import JOB, anomaly_table, pair_matrix, summary
+from farm.report.aggregate import JOB, anomaly_table, pair_matrix, summary, uncapped
 from farm.report.plots import heatmap
 from farm.store import RunStore, filesystem
 
@@ -190,16 +190,18 @@ def _log_job(mlflow: Any, experiment_id: str, parent_id: str, run_id: str, key: 
         params |= {f"param.{k2}": json.dumps(v) for k2, v in json.loads(first["params_json"]).items()}
         mlflow.log_params({k2: str(v) for k2, v in params.items() if k2 not in existing})
         agg = summary(g).iloc[0].to_dict() if (g["victim"] >= 0).any() else {}
-        metrics = {m: float(agg[m]) for m in ("pairs", "ok", "failed", "converged", "mean_size", "median_size",
-                                               "mean_asr", "s_per_pair") if m in agg}
+        metrics = {m: float(agg[m]) for m in ("pairs", "ok", "failed", "converged", "early_stop", "capped", "budget",
+                                               "mean_size", "median_size", "mean_asr", "s_per_pair",
+                                               "capped_mean_size", "capped_mean_asr") if m in agg}
         mlflow.log_metrics({m: v for m, v in metrics.items() if not math.isnan(v)})
-        pairs = g[g["victim"] >= 0][["victim", "target", "trigger_size", "asr", "converged", "status", "wall_s"]]
+        pairs = g[g["victim"] >= 0][["victim", "target", "trigger_size", "asr", "converged", "stop_reason", "status",
+                                     "wall_s"]]
         mlflow.log_table(pairs.reset_index(drop=True), "pairs.json")
         names = names or [str(i) for i in range(k)]
         with tempfile.TemporaryDirectory() as tmp:
             for column, label, fmt in (("trigger_size", "trigger size (pixels)", "{:.0f}"),
                                        ("asr", "held-out ASR", "{:.2f}")):
-                png = heatmap(pair_matrix(g, column, k), f"{job}: {label}", names, label, fmt)
+                png = heatmap(pair_matrix(uncapped(g), column, k), f"{job}: {label}", names, label, fmt)
                 (Path(tmp) / f"{column}.png").write_bytes(png)
             mlflow.log_artifacts(tmp, "heatmaps")
 

@@ -124,3 +124,32 @@ def write_trojai(root: Path, model, classes: int = 3, per_class: int = 4, poison
         (root / "ground_truth.csv").write_text("1\n" if poisoned else "0\n")
         (root / "config.json").write_text(json.dumps({"POISONED": poisoned, "TRIGGER_TARGET_CLASS": target}))
     return root
+
+
+def idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    """An IDX file: big-endian magic, one big-endian uint32 per dimension, then the uint8 data."""
+    import struct
+
+    return struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.astype(np.uint8).tobytes()
+
+
+def write_idx(root: Path, layout: str = "flat", gz: bool = True, train_per_class: int = 6, test_per_class: int = 3,
+              folder: str = "FashionMNIST") -> Path:
+    """The four MNIST-family IDX files, as Debian/the original releases ship them (``flat``:
+    root/train-images-idx3-ubyte.gz ...) or as torchvision keeps them (``torchvision``:
+    root/<folder>/raw/train-images-idx3-ubyte, uncompressed). Grey 28×28 class-shaded images."""
+    import gzip
+
+    target = root if layout == "flat" else root / folder / "raw"
+    target.mkdir(parents=True, exist_ok=True)
+    for prefix, n, seed in (("train", train_per_class, 0), ("t10k", test_per_class, 1)):
+        labels = np.tile(np.arange(10), n)
+        images = class_images(labels, 28, 28, seed)[..., 0]  # N×28×28, first colour channel
+        for kind, data, magic in (("images-idx3", images, 0x803), ("labels-idx1", labels, 0x801)):
+            blob = idx_bytes(data, magic)
+            name = f"{prefix}-{kind}-ubyte"
+            if gz:
+                (target / f"{name}.gz").write_bytes(gzip.compress(blob, mtime=0))
+            else:
+                (target / name).write_bytes(blob)
+    return root

@@ -49,3 +49,23 @@ def test_shard_ids_change_with_params_and_seed():
                                        {"name": "nc"}], "cluster": {"pairs_per_batch": 7}})
     changed = {s.shard_id for s in expand(c2, {"a": 10, "b": 10})}
     assert base != changed and len(base & changed) > 0  # only ours' shards changed
+
+
+def test_uap_budget_is_the_datasets_unless_set():
+    """UAP's eps is a per-dataset setting (METHODS.md §2(e)): null resolves to the model's
+    dataset (CIFAR-10 4/255, SVHN 0.05 ...) in the stored params; an explicit eps wins."""
+    import json
+
+    from farm.data import DATASETS
+    from farm.grid import jobs
+
+    c = config_from_dict({"datasets": {"syn": {"name": "synthetic"}, "c10": {"name": "cifar10", "root": "/nowhere"},
+                                       "sv": {"name": "svhn", "root": "/nowhere"}},
+                          "models": [{"id": "s", "dataset": "syn"}, {"id": "c", "dataset": "c10"},
+                                     {"id": "v", "dataset": "sv"}],
+                          "methods": [{"name": "uap"}]})
+    eps = {j.model_id: json.loads(j.params_json)["eps"] for j in jobs(c)}
+    assert eps == {"s": DATASETS["synthetic"].uap_eps, "c": 4 / 255, "v": 0.05}
+    fixed = config_from_dict({"models": [{"id": "s", "dataset": "synthetic"}],
+                              "methods": [{"name": "uap", "params": {"eps": 0.01}}]})
+    assert json.loads(jobs(fixed)[0].params_json)["eps"] == 0.01

@@ -105,7 +105,7 @@ def test_nan_pair_fails_alone(name):
     bad = PairBatch(batch.victims, batch.targets, poisoned, batch.seeds, batch.batch_size)
     out = _run(name, bad)
     clean = _run(name, batch)
-    assert out[1].failure is not None and "non-finite" in out[1].failure
+    assert out[1].failure is not None and "non-finite" in out[1].failure and out[1].stop_reason == "failed"
     for i in (0, 2, 3):
         assert out[i].failure is None
         assert torch.allclose(out[i].trigger.array, clean[i].trigger.array, atol=1e-12)
@@ -150,4 +150,57 @@ def test_nc_early_stop_and_cost_warmup():
     out = cls(params).invert(TinyNet().double().eval().requires_grad_(False), _batch(2))
     assert min(o.steps for o in out) < 400, "early stop never triggered"
     assert all(o.converged for o in out)
+    assert {o.stop_reason for o in out if o.steps < 400} == {"early_stop"}
     assert all(math.isfinite(o.extra["mask_l1"]) for o in out)
+
+
+def test_stop_reason_rule():
+    """Failure beats a cap beats an early stop; otherwise converged vs out of budget."""
+    from farm.methods.base import stop_reason
+
+    assert stop_reason(True, "nan", early_stopped=True, capped=True) == "failed"
+    assert stop_reason(True, None, early_stopped=True, capped=True) == "cap"
+    assert stop_reason(True, None, early_stopped=True) == "early_stop"
+    assert stop_reason(True, None) == "converged"
+    assert stop_reason(False, None) == "budget"
+
+
+def test_no_success_within_the_epochs_is_out_of_budget():
+    """A UAP budget of 1e-3 cannot raise a pair's ASR from below half to 0.9 in two epochs:
+    such pairs end 'budget' (pairs the clean model already sends to the target may converge)."""
+    cls, model, batch = METHODS["uap"], TinyNet().double().eval().requires_grad_(False), _batch()
+    clean = [float((model(batch.images[i]).argmax(1) == t).double().mean()) for i, t in enumerate(batch.targets)]
+    out = cls(cls.Params(epochs=2, eps=1e-3)).invert(model, batch)
+    hard = [i for i, a in enumerate(clean) if a < 0.5]
+    assert len(hard) >= 2, clean
+    assert all(out[i].stop_reason == "budget" and not out[i].converged for i in hard)
+
+
+def test_nc_original_code_loss_is_the_swapped_keras_ce():
+    """loss: original_code reproduces Keras categorical_crossentropy(y_true=softmax, y_pred=onehot)
+    (normalise y_pred, clip it to [1e-7, 1 - 1e-7], -sum y_true log y_pred): bounded by
+    -log(1e-7) ~ 16.1 where CE is unbounded, and linear in p_t."""
+    from farm.methods.nc import swapped_keras_ce
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 4, generator=g, dtype=torch.float64) * 8
+    targets = torch.tensor([0, 2, 3])
+    onehot = torch.nn.functional.one_hot(targets, 4).double()[:, None, :].expand(3, 5, 4)
+    y_pred = (onehot / onehot.sum(-1, keepdim=True)).clamp(1e-7, 1 - 1e-7)
+    keras = -(logits.softmax(-1) * y_pred.log()).sum(-1).mean(1)
+    assert torch.allclose(swapped_keras_ce(logits, targets), keras, atol=1e-12)
+    hopeless = torch.tensor([[[-50.0, 50.0, 0.0, 0.0]]], dtype=torch.float64)
+    assert float(swapped_keras_ce(hopeless, torch.tensor([0]))) == pytest.approx(-math.log(1e-7), rel=1e-6)
+
+
+def test_nc_loss_switch_changes_the_optimisation_and_is_validated():
+    cls = METHODS["nc"]
+    ce = cls(cls.Params(epochs=20)).invert(TinyNet().double().eval().requires_grad_(False), _batch(2))
+    orig = cls(cls.Params(epochs=20, loss="original_code")).invert(TinyNet().double().eval().requires_grad_(False),
+                                                                   _batch(2))
+    assert not torch.allclose(ce[0].trigger.array, orig[0].trigger.array)
+    from farm.schema import ConfigError, build
+    from farm.config import MethodSpec
+
+    with pytest.raises(ConfigError, match="loss"):
+        build(MethodSpec, {"name": "nc", "params": {"loss": "keras"}})

@@ -63,6 +63,23 @@ def test_cost_doubles_after_failed_costs_and_gives_up_at_max_cost():
     assert hopeless.extra["final_cost"] == pytest.approx(0.032)
     assert hopeless.steps == 5 * 5
     assert hopeless.trigger.kind == "blend" and hopeless.trigger.array[0].min() == 1  # v untouched
+    assert hopeless.stop_reason == "budget"
+
+
+def test_max_rounds_is_a_cap_not_convergence():
+    """A pair stopped by max_rounds still had successes (converged) but its size is the cap's:
+    stop_reason 'cap'. Without the cap the same pair ends by CW's own rule ('converged')."""
+    capped = METHODS["cw"](CWParams(max_iterations=20, max_cost=0.5, max_rounds=1)).invert(_tiny(), _batch())
+    free = METHODS["cw"](SMALL).invert(_tiny(), _batch())
+    done = [i for i, o in enumerate(free) if o.converged]
+    assert done, "TinyNet pairs 0 and 1 must succeed"
+    for i in done:
+        assert free[i].stop_reason == "converged"
+        assert capped[i].stop_reason == "cap" and capped[i].extra["rounds"] == 1 and capped[i].converged
+    longer = [i for i in done if free[i].extra["rounds"] > 1]
+    assert longer, "some pair must need more than one round"
+    for i in longer:
+        assert trigger_size(capped[i].trigger) > trigger_size(free[i].trigger), "the cap stopped it early"
 
 
 class RecordingCW(CWProblem):
@@ -133,7 +150,7 @@ def test_nan_pair_fails_alone():
     poisoned[1] = float("nan")
     out = METHODS["cw"](SMALL).invert(_tiny(), PairBatch(batch.victims, batch.targets, poisoned, batch.seeds, 4))
     clean = METHODS["cw"](SMALL).invert(_tiny(), batch)
-    assert out[1].failure is not None and "non-finite" in out[1].failure
+    assert out[1].failure is not None and "non-finite" in out[1].failure and out[1].stop_reason == "failed"
     for i in (0, 2):
         assert out[i].failure is None
         assert torch.allclose(out[i].trigger.array, clean[i].trigger.array, atol=1e-12)

@@ -22,7 +22,8 @@ def row(victim: int, target: int, shard: str = "s1", **over):
         "params_json": "{}", "trigger_kind": trig.kind, "trigger_shape": list(trig.array.shape),
         "trigger": trig.to_bytes(), "trigger_size": 4.0, "raw_size": 4.0, "mask_l1": math.nan, "extra_json": "{}", "asr": 0.5,
         "asr_correct": 0.6, **{c: 0.1 for c in ROBUST_COLUMNS}, "asr_attack": 1.0, "n_attack": 50,
-        "n_heldout": 100, "steps": 10, "converged": True, "time_to_best": 0.2, "trace_t": [0.1, 0.2],
+        "n_heldout": 100, "steps": 10, "converged": True, "stop_reason": "converged", "time_to_best": 0.2,
+        "trace_t": [0.1, 0.2],
         "trace_size": [9.0, 4.0], "status": "ok", "reason": "", "wall_s": 0.01, "batch_wall_s": 0.02,
         "batch_pairs": 2, "device": "cpu", "worker": "w", "attempt": 1,
         "finished_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
@@ -76,6 +77,19 @@ def test_unknown_schema_version_rejected(tmp_path):
     table = pa.Table.from_pylist([row(1, 0, "s2", schema_version=99)], schema=SCHEMA)
     pq.write_table(table, d / "s2.parquet")
     with pytest.raises(StoreError, match="schema version"):
+        store.read()
+
+
+def test_version_1_rows_rejected_naming_stop_reason(tmp_path):
+    """Version 1 predates stop_reason: its sizes may be a cap's, so it is refused, with the fix."""
+    store = RunStore(str(tmp_path), "run1")
+    store.create("", {})
+    d = tmp_path / "run1" / "pairs" / "model_id=m" / "method=cw" / "variant=plain"
+    d.mkdir(parents=True)
+    old = {k: v for k, v in row(0, 1, schema_version=1).items() if k != "stop_reason"}
+    pq.write_table(pa.Table.from_pylist([old], schema=pa.schema([f for f in SCHEMA if f.name != "stop_reason"])),
+                   d / "s1.parquet")
+    with pytest.raises(StoreError, match=r"schema version\(s\) \[1\].*stop_reason.*Re-run"):
         store.read()
 
 

@@ -113,6 +113,34 @@ def test_missing_method_and_pairs_are_reported(data):
     assert "alignment maps missing: models gone" in by_name(none, "fig9_13_align_size").notes
 
 
+def test_capped_pairs_are_shown_apart_and_named(data):
+    """CW rows stopped by max_rounds (stop_reason 'cap') never enter an average: Table 4 counts
+    them in capped columns, every mean covers the other pairs, and the notes name the cap."""
+    df = data.df.copy()
+    job = (df.model_id == "badnets") & (df.method == "nc") & (df.variant == "plain")
+    df.loc[job, "method"] = "cw"
+    df.loc[job, "params_json"] = '{"asr_threshold": 0.9, "max_iterations": 20, "max_rounds": 10}'
+    cap = job & df.victim.isin([1, 2])  # 8 of the 20 pairs
+    df.loc[cap, ["stop_reason", "trigger_size", "raw_size", "asr", "wall_s"]] = ["cap", 934.0, 934.0, 0.5, 99.0]
+    capped = T.RunData(**{**data.__dict__, "df": df, "methods": data.methods + [("cw", "plain")]})
+    by = {t.name: t for t in T.build_tables(capped)}
+    t4 = by["table4_methods"].frame
+    row = t4[(t4.model == "badnets") & (t4.method == "cw")].iloc[0]
+    free = df[job & ~cap & (df.victim >= 0)]
+    assert row["pairs"] == "12/20" and row["capped"] == 8 and row["converged"] == 12
+    assert row["pixels_mean"] == pytest.approx(free["trigger_size"].mean())
+    assert row["asr_pct"] == pytest.approx(100 * free["asr"].mean()) and row["s_per_pair"] < 99
+    assert row["capped_pixels_mean"] == 934 and row["capped_asr_pct"] == 50
+    for name in ("table4_methods", "fig8_speedup", "coverage"):
+        notes = " ".join(by[name].notes)
+        assert "badnets/cw/plain: 8 of 20 pairs stopped by a cap (max_rounds=10)" in notes, name
+        assert "max_iterations=20 (1000)" in notes and "cw 0.9" in notes, name
+    cov = by["coverage"].frame
+    assert cov[(cov.model == "badnets") & (cov.method == "cw")].iloc[0]["stop_cap"] == 8
+    fig8 = by["fig8_speedup"].frame
+    assert fig8[(fig8.model == "badnets") & (fig8.variant == "plain")]["cw_capped"].item() == 8
+
+
 def by_name(data: T.RunData, name: str) -> T.Table:
     return {t.name: t for t in T.build_tables(data)}[name]
 

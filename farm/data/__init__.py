@@ -48,5 +48,6 @@ def load_dataset(spec: "DatasetSpec") -> Dataset:
 from farm.data import synthetic as _synthetic  # noqa: E402,F401  (registers "synthetic")
 from farm.data import torchvision_sets as _tv  # noqa: E402,F401  (cifar10, svhn, gtsrb, imagefolder)
 from farm.data import trojai as _trojai  # noqa: E402,F401  (registers "trojai_examples")
+from farm.data import idx as _idx  # noqa: E402,F401  (mnist, fashion_mnist, kmnist)
 
 __all__ = ["DATASETS", "Dataset", "DatasetError", "NoParams", "Split", "register", "load_dataset", "spec_key"]

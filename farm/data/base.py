@@ -43,6 +43,9 @@ class Dataset(ABC):
     image_shape: tuple[int, int, int]  # C, H, W
     mean: tuple[float, ...]  # per-channel normalisation applied inside the model wrapper
     std: tuple[float, ...]
+    # L-inf budget of the targeted UAP baseline (METHODS.md §2(e)) on this dataset: the paper's
+    # value where the paper has one, otherwise the documented rule (docs/methods.md, "uap").
+    uap_eps: ClassVar[float]
 
     @classmethod
     def known_num_classes(cls, spec: "DatasetSpec") -> int | None:

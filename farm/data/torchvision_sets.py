@@ -165,6 +165,7 @@ class CIFAR10(TorchvisionDataset):
 
     name = "cifar10"
     Params = ArchiveParams
+    uap_eps = 4 / 255  # [S-L.1]
     standard_mean, standard_std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     expected = "cifar-10-batches-py/"
 
@@ -203,6 +204,7 @@ class SVHN(TorchvisionDataset):
 
     name = "svhn"
     Params = ArchiveParams
+    uap_eps = 0.05  # [S-L.1]
     standard_mean, standard_std = (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)
     expected = "train_32x32.mat and test_32x32.mat"
 
@@ -251,6 +253,7 @@ class GTSRB(TorchvisionDataset):
 
     name = "gtsrb"
     Params = GTSRBParams
+    uap_eps = 0.03  # [S-L.1] LISA's value: GTSRB stands in for LISA (traffic signs)
     NUM_CLASSES = 43
     standard_mean, standard_std = (0.3403, 0.3121, 0.3214), (0.2724, 0.2608, 0.2669)
     expected = "gtsrb/GTSRB/Training, gtsrb/GTSRB/Final_Test/Images and gtsrb/GT-final_test.csv"
@@ -294,6 +297,7 @@ class ImageFolder(TorchvisionDataset):
 
     name = "imagefolder"
     Params = ImageFolderParams
+    uap_eps = 10 / 255  # METHODS.md §2(e) ImageNet [REC]
     standard_mean, standard_std = IMAGENET_MEAN, IMAGENET_STD
     expected = "<train_dir>/<class>/ and <test_dir>/<class>/ image folders"
 

@@ -57,6 +57,7 @@ def example_files(root: Path) -> list[tuple[int, int, Path]]:
 @register
 class TrojAIExamples(Dataset):
     name = "trojai_examples"
+    uap_eps = 10 / 255  # ImageNet-sized natural images: the ImageNet value [REC]
     Params = TrojAIParams
     mean = (0.0, 0.0, 0.0)
     std = (1.0, 1.0, 1.0)

@@ -35,8 +35,11 @@ class ABSParams:
     lr: float = 0.1
     betas: tuple[float, float] = (0.9, 0.999)  # torch defaults ([ABS] uses the default Adam)
     size_bound: int = 64  # B: pixels allowed before the penalty starts
-    penalty_weight: float = 500.0  # w
-    asr_threshold: float = 0.9  # [REC] converged = last attack-set ASR >= this
+    # w_pair = w / (N_ref * P_ref) = 500 / (50 * 64): [ABS]'s w = 500 is calibrated against a data
+    # term SUMMED over 50 images and an 8x8 feature map; our margin is a per-image MEAN
+    # (METHODS.md §2(c) amendment 2026-11-26). With w = 500 itself the penalty freezes the mask.
+    penalty_weight: float = 500.0 / 3200
+    asr_threshold: float = 0.8  # [ABS] config.json reasr_bound: converged = last attack-set ASR >= this
     stimulation: bool = False  # [REC] opt-in neuron-stimulation term (dropped for pairs by METHODS.md)
     stimulation_weight: float = 1.0  # lambda of that term
 

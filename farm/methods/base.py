@@ -14,7 +14,7 @@ import hashlib
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,11 @@ import torch.nn.functional as F
 from farm.triggers import Trigger, TriggerKind
 
 METHODS: dict[str, type["Method"]] = {}
+
+# Why a pair stopped (the ``stop_reason`` column). A table may average only rows that ended by
+# the method's own rule; a cap or a failure is reported apart (docs/methods.md, "Stop reasons").
+StopReason = Literal["converged", "cap", "budget", "early_stop", "failed"]
+STOP_REASONS: tuple[str, ...] = get_args(StopReason)
 
 
 def register(name: str) -> Callable[[type["Method"]], type["Method"]]:
@@ -82,6 +87,21 @@ class PairOutcome:
     trace: list[tuple[float, float]] = field(default_factory=list)  # (elapsed s, best size) changes
     failure: str | None = None  # set when the pair failed (non-finite loss, ...)
     extra: dict[str, float] = field(default_factory=dict)  # method-specific scalars
+    stop_reason: StopReason = "converged"
+
+
+def stop_reason(converged: bool, failure: str | None, early_stopped: bool = False,
+                capped: bool = False) -> StopReason:
+    """The one rule every method uses: a failure wins, then a safety cap (the method would have
+    gone on), then an early stop (ends with a trigger), then converged vs out of budget (the
+    epoch or cost budget ran out without a trigger meeting the ASR bound)."""
+    if failure is not None:
+        return "failed"
+    if capped:
+        return "cap"
+    if early_stopped:
+        return "early_stop"
+    return "converged" if converged else "budget"
 
 
 class Method(ABC):
@@ -90,6 +110,9 @@ class Method(ABC):
     name: ClassVar[str]
     Params: ClassVar[type]
     kind: ClassVar[TriggerKind]
+    # Params fields that cap a run without being part of the method (a pair they stop gets
+    # stop_reason "cap"); the tables name their values in their notes.
+    caps: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Any | None = None, augment: "Augment | None" = None):
         self.params = params if params is not None else self.Params()
@@ -230,6 +253,8 @@ class PairState:
         self.active = torch.ones(p, dtype=torch.bool, device=device)
         self.failure: list[str | None] = [None] * p
         self.converged = torch.zeros(p, dtype=torch.bool, device=device)
+        self.early_stopped = torch.zeros_like(self.converged)  # stopped by an early-stop rule
+        self.capped = torch.zeros_like(self.converged)  # stopped by one of Method.caps
         self.steps = torch.zeros(p, dtype=torch.long, device=device)
         self.time_to_best: list[float | None] = [None] * p
         self.trace: list[list[tuple[float, float]]] = [[] for _ in range(p)]
@@ -376,6 +401,8 @@ def as_outcomes(problem: PairState, triggers: list[Trigger]) -> list[PairOutcome
     return [
         PairOutcome(trigger=triggers[i], converged=bool(problem.converged[i]), steps=int(problem.steps[i]),
                     attack_asr=float(problem.last_asr[i]), time_to_best=problem.time_to_best[i],
-                    trace=problem.trace[i], failure=problem.failure[i])
+                    trace=problem.trace[i], failure=problem.failure[i],
+                    stop_reason=stop_reason(bool(problem.converged[i]), problem.failure[i],
+                                            bool(problem.early_stopped[i]), bool(problem.capped[i])))
         for i in range(problem.batch.size)
     ]

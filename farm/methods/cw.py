@@ -15,7 +15,9 @@ The answer is the last success, as a ``blend`` trigger [v; q] whose size is sum(
 CW has no epochs, so it does not use the shared epoch loop; pairs progress at their own pace
 (own cost, own iteration count within the current cost, own v, own Adam step counts) and
 the global loop forwards and steps only the rows still running (METHODS.md §4). A pair is
-finished when its inner solve gives up, when v is empty, or after ``max_rounds`` successes.
+finished when its inner solve gives up or v is empty (stop_reason "converged" after at least one
+success, else "budget"), or after ``max_rounds`` successes: a safety cap, not CW's own end, so
+that pair's stop_reason is "cap" and its size is the cap's, not a converged L0 set.
 """
 from __future__ import annotations
 
@@ -170,8 +172,11 @@ class CWProblem(PairState):
             e = d.mean(0).sum(0).abs() * grad[i].abs().sum(0)
             n_changed = int((d.abs() >= CHANGED).flatten(0, 1).any(0).sum())
             self.v[i] = prune_pixels(e, self.v[i], n_changed, self.prm.prune_e_stop, self.prm.prune_frac)
-            if not bool(self.v[i].any()) or int(self.rounds[i]) >= self.prm.max_rounds:
+            if not bool(self.v[i].any()):
                 self.active[i] = False
+            elif int(self.rounds[i]) >= self.prm.max_rounds:  # still shrinking: its size is the cap's
+                self.active[i] = False
+                self.capped[i] = True
         self.optimiser.reset_rows(success)
         self.iteration[success] = 0
 
@@ -203,6 +208,7 @@ class CarliniWagnerL0(Method):
 
     Params = CWParams
     kind = "blend"
+    caps = ("max_rounds",)
 
     def invert(self, model: torch.nn.Module, batch: PairBatch) -> list[PairOutcome]:
         problem = CWProblem(self.params, batch, self.augment)

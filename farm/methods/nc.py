@@ -4,11 +4,20 @@ Mask m (H×W) and pattern p (C×H×W) live in tanh space; the cost starts at 0 a
 once the attack succeeds for ``patience`` epochs, then follows the up/down rule; early stop
 needs the cost to have been both raised and lowered. Benchmark defaults are the
 gtsrb_visualize_example.py script values with the 0.9 ASR bound of §5.6.
+
+``loss`` picks the data term: ``ce`` (default) is the cross-entropy of the NC paper;
+``original_code`` is what [NC]'s visualizer.py actually optimises (METHODS.md §2(b) note), so
+users can see how much of NC's published behaviour comes from that. Its Keras call
+``categorical_crossentropy(output, y_true)`` swaps the arguments: the softmax p becomes the
+"target" and the one-hot label the "prediction", which Keras clips to [1e-7, 1 - 1e-7], giving
+-(p_t log(1 - 1e-7) + (1 - p_t) log(1e-7)) ~ 16.1 (1 - p_t): bounded, and flat where CE is
+steep (p_t near 0), so the mask grows slowly from a hopeless start.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -32,6 +41,7 @@ class NCParams:
     early_stop: bool = True
     early_stop_threshold: float = 1.0
     early_stop_patience: int = 25
+    loss: Literal["ce", "original_code"] = "ce"  # original_code: [NC]'s swapped-argument Keras CE
 
     def check(self) -> list[str]:
         return check_params(self)
@@ -44,6 +54,21 @@ def squash(a: torch.Tensor) -> torch.Tensor:
 
 def unsquash(y: torch.Tensor) -> torch.Tensor:
     return torch.atanh((y - 0.5) * (2 - EPS))
+
+
+KERAS_EPSILON = 1e-7  # keras.backend.epsilon(): the clip of categorical_crossentropy's "output"
+
+
+def swapped_keras_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per pair, mean over images of Keras ``categorical_crossentropy(softmax, one_hot)`` with
+    [NC]'s swapped arguments: -sum_k p_k log(clip(onehot_k)) = -(p_t log(1-e) + (1-p_t) log(e)).
+
+    logits A×B×K, targets A -> A.
+    """
+    a, b, _ = logits.shape
+    p_t = logits.softmax(-1).gather(2, targets.view(a, 1, 1).expand(a, b, 1)).squeeze(2)
+    loss = -(p_t * math.log(1 - KERAS_EPSILON) + (1 - p_t) * math.log(KERAS_EPSILON))
+    return loss.mean(1)
 
 
 class NCProblem(BlendProblem):
@@ -68,6 +93,11 @@ class NCProblem(BlendProblem):
     def regulariser(self, rows: torch.Tensor) -> torch.Tensor:
         return squash(self.variables[0][rows]).flatten(1).sum(1)  # L1 of the mask
 
+    def data_loss(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        if self.prm.loss == "original_code":
+            return swapped_keras_ce(logits, self.targets[rows])
+        return super().data_loss(logits, rows)
+
     def total_loss(self, data: torch.Tensor, reg: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return data + self.cost.cost[rows] * reg
 
@@ -88,6 +118,7 @@ class NCProblem(BlendProblem):
             self.es_count = torch.where(act & has_best, counted, self.es_count)
             self.es_ref = torch.where(act, torch.minimum(self.es_ref, self.r_best), self.es_ref)
             stop = act & self.cost.raised & self.cost.lowered & (self.es_count >= self.prm.early_stop_patience)
+            self.early_stopped |= stop
             self.active &= ~stop
         self.cost.update(success, act)
 

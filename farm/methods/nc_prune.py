@@ -73,4 +73,13 @@ class NCPrune(Method):
                  "mask_l1": float(cut.mask.sum())}
         return PairOutcome(trigger=cut, converged=nc.converged and ours.converged, steps=nc.steps + ours.steps,
                            attack_asr=float(hits.double().mean()), failure=nc.failure or ours.failure,
-                           extra=extra)
+                           extra=extra, stop_reason=_combined(nc.stop_reason, ours.stop_reason))
+
+
+# A composed row is as final as its weaker half: failed > budget (a half without a trigger) >
+# cap > early_stop > converged.
+_WEAKEST_FIRST = ("failed", "budget", "cap", "early_stop", "converged")
+
+
+def _combined(*reasons: str) -> str:
+    return min(reasons, key=_WEAKEST_FIRST.index)

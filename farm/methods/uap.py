@@ -9,7 +9,8 @@ baseline of Fig. 9/10.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -21,20 +22,26 @@ from farm.triggers import Trigger, additive_size
 @dataclass(frozen=True)
 class UAPParams:
     epochs: int = 1000
-    eps: float = 4 / 255  # CIFAR-10 [S-L.1]; SVHN 0.05, LISA 0.03, ImageNet 10/255 [REC]
+    # L-inf budget; null = the dataset's own (Dataset.uap_eps: CIFAR-10 4/255, SVHN 0.05, LISA/GTSRB
+    # 0.03, ImageNet 10/255, and the docs/methods.md rule for datasets the paper does not cover)
+    eps: float | None = None
     step_fraction: float = 0.1  # alpha = eps * step_fraction ([REC] eps/10)
     beta: float = 12.0  # loss clip (public SGD-UAP default)
     asr_threshold: float = 0.9  # [REC] converged = best attack-set ASR >= this
 
     def check(self) -> list[str]:
         out = check_params(self)
-        if not 0 < self.eps <= 1:
+        if self.eps is not None and not 0 < self.eps <= 1:
             out.append(f"eps: must be in (0, 1], got {self.eps}")
         if not 0 < self.step_fraction <= 1:
             out.append(f"step_fraction: must be in (0, 1], got {self.step_fraction}")
         if self.beta <= 0:
             out.append(f"beta: must be > 0, got {self.beta}")
         return out
+
+    def for_dataset(self, dataset: Any) -> "UAPParams":
+        """These params with a null eps replaced by the dataset class's ``uap_eps``."""
+        return self if self.eps is not None else replace(self, eps=dataset.uap_eps)
 
 
 class SignSGD:
@@ -58,6 +65,9 @@ class SignSGD:
 class UAPProblem(EpochProblem):
     def __init__(self, params: UAPParams, batch: PairBatch, device: torch.device, dtype: torch.dtype):
         super().__init__(batch, device, dtype)
+        if params.eps is None:
+            raise ValueError("uap: eps is null (the dataset's budget) but no dataset resolved it; "
+                             "pass UAPParams(eps=...) or run through a config (farm.grid.resolved_params)")
         self.prm = params
         p = batch.size
         shape = tuple(batch.images.shape[2:])

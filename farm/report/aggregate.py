@@ -17,27 +17,61 @@ JOB = ["model_id", "method", "variant"]
 L1_SIZE_METHODS = {"nc"}
 
 
-def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, method, variant): pairs, failures, mean size/ASR, seconds per pair.
+# Stop reasons of rows that ended by the method's own rule with a trigger meeting its ASR bound:
+# the only rows whose sizes are averaged. "cap" rows (a safety cap stopped a method that was
+# still improving) are shown apart, "failed" rows have no result, "budget" rows no valid size.
+FINAL = ("converged", "early_stop")
 
-    Sizes average over converged pairs only (an unconverged pair has no valid trigger size);
-    ``converged`` says how many that is, so fewer pairs are never averaged silently.
+
+def ok_rows(g: pd.DataFrame) -> pd.DataFrame:
+    """Pair rows (not universal scans) with a result, capped or not."""
+    p = g[g["victim"] >= 0]
+    return p[p["status"] == "ok"]
+
+
+def uncapped(g: pd.DataFrame) -> pd.DataFrame:
+    """Rows with a result that no cap cut short: what ASR and time averages may use."""
+    return g[(g["status"] == "ok") & (g["stop_reason"] != "cap")]
+
+
+def capped(g: pd.DataFrame) -> pd.DataFrame:
+    return g[(g["status"] == "ok") & (g["stop_reason"] == "cap")]
+
+
+def mean_of(s: pd.Series) -> float:
+    """Mean of the non-missing values (NaN when there are none, without a warning)."""
+    s = s.dropna()
+    return float(s.mean()) if len(s) else math.nan
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, method, variant): pair counts by stop reason, mean size/ASR, time.
+
+    Sizes average over converged (and early-stopped) pairs only: an unconverged pair has no
+    valid trigger size and a capped pair's size is the cap's. ASR and time average over the
+    uncapped pairs with a result. Capped pairs get their own columns, so nothing is averaged
+    in silently.
     """
     rows = []
     pair_rows = df[df["victim"] >= 0] if len(df) else df
     for key, g in pair_rows.groupby(JOB, sort=True):
-        ok = g[g["status"] == "ok"]
+        final, cap, rest = g[g["stop_reason"].isin(FINAL)], capped(g), uncapped(g)
         rows.append({
             "model_id": key[0], "method": key[1], "variant": key[2],
-            "pairs": len(g), "ok": len(ok), "failed": int((g["status"] != "ok").sum()),
-            "converged": int(ok["converged"].sum()),
-            "mean_size": float(ok["trigger_size"].mean()) if len(ok) else math.nan,
-            "median_size": float(ok["trigger_size"].median()) if len(ok) else math.nan,
-            "mean_asr": float(ok["asr"].mean()) if len(ok) else math.nan,
-            "s_per_pair": float(ok["wall_s"].mean()) if len(ok) else math.nan,
+            "pairs": len(g), "ok": int((g["status"] == "ok").sum()), "failed": int((g["status"] != "ok").sum()),
+            "converged": len(final), "early_stop": int((g["stop_reason"] == "early_stop").sum()),
+            "capped": len(cap), "budget": int((g["stop_reason"] == "budget").sum()),
+            "mean_size": mean_of(final["trigger_size"]),
+            "median_size": float(final["trigger_size"].median()) if len(final) else math.nan,
+            "mean_asr": mean_of(rest["asr"]), "s_per_pair": mean_of(rest["wall_s"]),
+            "capped_mean_size": mean_of(cap["raw_size"]), "capped_mean_asr": mean_of(cap["asr"]),
         })
-    return pd.DataFrame(rows, columns=["model_id", "method", "variant", "pairs", "ok", "failed", "converged",
-                                       "mean_size", "median_size", "mean_asr", "s_per_pair"])
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+SUMMARY_COLUMNS = ["model_id", "method", "variant", "pairs", "ok", "failed", "converged", "early_stop", "capped",
+                   "budget", "mean_size", "median_size", "mean_asr", "s_per_pair", "capped_mean_size",
+                   "capped_mean_asr"]
 
 
 def pair_matrix(g: pd.DataFrame, column: str, k: int) -> np.ndarray:
@@ -56,7 +90,7 @@ def label_sizes(g: pd.DataFrame, method: str, k: int, source: str) -> np.ndarray
     pixel count.
     """
     column = "mask_l1" if method in L1_SIZE_METHODS else "trigger_size"
-    ok = g[g["status"] == "ok"]
+    ok = uncapped(g)  # a capped size is the cap's, not the label's
     rows = ok[ok["victim"] < 0] if source == "universal" else ok[ok["victim"] >= 0]
     sizes = np.full(k, np.nan)
     for t, gt in rows.groupby("target"):

@@ -15,17 +15,20 @@ otherwise the maps are reported as missing.
 """
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
+from farm.methods import METHODS, STOP_REASONS
 from farm.metrics import ROBUSTNESS, summarise_sizes
 from farm.report import paper
-from farm.report.aggregate import JOB, anomaly_table, pair_matrix, summary
+from farm.report.aggregate import (JOB, anomaly_table, capped, mean_of, ok_rows, pair_matrix, summary,
+                                   uncapped)
 from farm.report.render import Table, to_csv, to_markdown, to_tex
 
 PAPER_METHODS = ["ours", "nc", "nc_prune", "abs", "cw", "uap"]
@@ -68,52 +71,103 @@ def _pair_list(pairs: list[tuple[int, int]], limit: int = 8) -> str:
 
 
 def job_notes(df: pd.DataFrame, data: RunData, methods: list[str] | None = None) -> list[str]:
-    """'missing' notes for the jobs a table uses: methods without rows and incomplete jobs."""
+    """Notes for the jobs a table uses: methods without rows, incomplete jobs, capped pairs,
+    budgets shortened below METHODS.md, and the ASR bound behind each method's `converged`."""
     notes = []
     wanted = methods if methods is not None else sorted({m for m, _ in data.methods})
     present = set(df["method"]) if len(df) else set()
     absent = [m for m in wanted if m not in present]
     if absent:
         notes.append(f"missing methods (no rows in this run): {', '.join(absent)}")
-    for key, g in df.groupby(JOB, sort=True):
-        if key[1] not in wanted:
-            continue
+    used = df[df["method"].isin(wanted)] if len(df) else df
+    for key, g in used.groupby(JOB, sort=True):
         miss = missing_pairs(g, data.expected.get(key[0], []))
         if miss:
             notes.append(f"{'/'.join(key)}: {len(miss)} of {len(data.expected[key[0]])} pairs missing or failed "
                          f"({_pair_list(miss)}); its averages cover the other pairs only")
+        cap = pairs_of(capped(g))
+        if len(cap):
+            notes.append(f"{'/'.join(key)}: {len(cap)} of {len(pairs_of(g))} pairs stopped by a cap "
+                         f"({_caps(key[1], g)}): their size is the cap's, not a converged one; shown apart "
+                         f"(capped columns) and left out of every average")
+    return notes + run_settings_notes(used)
+
+
+BUDGET_KEYS = ("epochs", "max_iterations", "max_rounds")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
+def _params(g: pd.DataFrame) -> dict[str, Any]:
+    """A job's hyper-parameters as flat dotted keys (NC Prune's halves: ``nc.epochs``)."""
+    return _flat(json.loads(g["params_json"].iloc[0])) if len(g) and g["params_json"].iloc[0] else {}
+
+
+def _caps(method: str, g: pd.DataFrame) -> str:
+    params = _params(g)
+    caps = getattr(METHODS.get(method), "caps", ())
+    return ", ".join(f"{c}={params.get(c)}" for c in caps) or "a cap"
+
+
+def run_settings_notes(df: pd.DataFrame) -> list[str]:
+    """Per method: the ASR bound its `converged` flag used, and every budget (epochs,
+    iterations, rounds) below its METHODS.md default, so shortened runs are never mistaken
+    for the paper's settings."""
+    if not len(df):
+        return []
+    bounds, short = [], []
+    for method, g in df.groupby("method", sort=True):
+        params = _params(g)
+        defaults = _flat(asdict(METHODS[method].Params())) if method in METHODS else {}
+        b = [f"{v:g}" for k, v in params.items() if k.split(".")[-1] == "asr_threshold"]
+        if b:
+            bounds.append(f"{method} {'/'.join(dict.fromkeys(b))}")
+        cut = [f"{k}={v} ({defaults[k]})" for k, v in params.items()
+               if k.split(".")[-1] in BUDGET_KEYS and k in defaults and v < defaults[k]]
+        if cut:
+            short.append(f"{method}: {', '.join(cut)}")
+    notes = [f"ASR bound behind `converged` (attack set): {', '.join(bounds)}"] if bounds else []
+    if short:
+        notes.append("budgets below METHODS.md (its default in parentheses), not paper settings: " + "; ".join(short))
     return notes
 
 
 def _ok(g: pd.DataFrame) -> pd.DataFrame:
-    p = pairs_of(g)
-    return p[p["status"] == "ok"]
-
-
-def _mean(s: pd.Series) -> float:
-    s = s.dropna()
-    return float(s.mean()) if len(s) else math.nan
+    """Pair rows that averages may use: a result, and not stopped by a cap."""
+    return pairs_of(uncapped(g))
 
 
 def _count(g: pd.DataFrame, data: RunData, model: str) -> str:
+    """'averaged pairs / expected pairs' (capped and failed pairs are not averaged)."""
     return f"{len(_ok(g))}/{len(data.expected.get(model, []))}"
 
 
 # ---- builders (pure) -----------------------------------------------------------------------
 def coverage(data: RunData) -> Table:
-    """Which (model, method, variant) jobs and pairs the run holds versus what it asked for."""
+    """Which (model, method, variant) jobs and pairs the run holds versus what it asked for,
+    and why each pair stopped."""
     rows = []
     for model in sorted(data.expected):
         for method, variant in data.methods:
             g = data.df[(data.df["model_id"] == model) & (data.df["method"] == method) & (data.df["variant"] == variant)]
             miss = missing_pairs(g, data.expected[model])
+            reasons = pairs_of(g)["stop_reason"].value_counts()
             rows.append({"model": model, "method": method, "variant": variant,
-                         "pairs_expected": len(data.expected[model]), "pairs_ok": len(_ok(g)),
-                         "pairs_failed": int((pairs_of(g)["status"] != "ok").sum()),
+                         "pairs_expected": len(data.expected[model]), "pairs_ok": len(ok_rows(g)),
+                         **{f"stop_{r}": int(reasons.get(r, 0)) for r in STOP_REASONS},
                          "missing": _pair_list(miss) if miss else ""})
     absent = [m for m in PAPER_METHODS if m not in {m for m, _ in data.methods}]
     notes = [f"paper methods not in this run's config: {', '.join(absent)}"] if absent else []
-    return Table("coverage", "Coverage: pairs and methods present in this run", pd.DataFrame(rows), notes=notes)
+    notes.append("stop_*: why each pair stopped (converged: the method's own end with a trigger meeting its "
+                 "ASR bound; early_stop: an early-stop rule, with such a trigger; cap: a safety cap while still "
+                 "improving; budget: out of epochs/cost without such a trigger; failed: no result)")
+    return Table("coverage", "Coverage: pairs and methods present in this run", pd.DataFrame(rows),
+                 notes=notes + job_notes(data.df, data))
 
 
 def speedup(data: RunData) -> Table:
@@ -123,8 +177,9 @@ def speedup(data: RunData) -> Table:
         by = {m: _ok(g[g["method"] == m]) for m in ("ours", "cw")}
         row: dict[str, Any] = {"model": model, "variant": variant}
         for m, ok in by.items():
-            row |= {f"{m}_pairs": _count(g[g["method"] == m], data, model), f"{m}_s_per_pair": _mean(ok["wall_s"]),
-                    f"{m}_s_to_best": _mean(ok["time_to_best"])}
+            gm = g[g["method"] == m]
+            row |= {f"{m}_pairs": _count(gm, data, model), f"{m}_capped": len(pairs_of(capped(gm))),
+                    f"{m}_s_per_pair": mean_of(ok["wall_s"]), f"{m}_s_to_best": mean_of(ok["time_to_best"])}
         row["speedup_total"] = row["cw_s_per_pair"] / row["ours_s_per_pair"]
         row["speedup_to_best"] = row["cw_s_to_best"] / row["ours_s_to_best"]
         rows.append(row)
@@ -134,16 +189,20 @@ def speedup(data: RunData) -> Table:
 
 
 def methods_table(data: RunData) -> Table:
-    """Table 4 analogue: one row per method: time per pair, trigger pixels, held-out ASR."""
+    """Table 4 analogue: one row per method: time per pair, trigger pixels, held-out ASR, with
+    the pairs that a cap stopped in columns of their own."""
     rows = [{"model": r.model_id, "method": r.method, "variant": r.variant,
-             "pairs": f"{r.ok}/{len(data.expected.get(r.model_id, []))}", "converged": r.converged,
-             "s_per_pair": r.s_per_pair, "pixels_mean": r.mean_size, "pixels_median": r.median_size,
-             "asr_pct": 100 * r.mean_asr}
+             "pairs": f"{r.ok - r.capped}/{len(data.expected.get(r.model_id, []))}", "converged": r.converged,
+             "early_stop": r.early_stop, "budget": r.budget, "failed": r.failed, "s_per_pair": r.s_per_pair,
+             "pixels_mean": r.mean_size, "pixels_median": r.median_size, "asr_pct": 100 * r.mean_asr,
+             "capped": r.capped, "capped_pixels_mean": r.capped_mean_size, "capped_asr_pct": 100 * r.capped_mean_asr}
             for r in summary(data.df).itertuples()]
     ref = pd.DataFrame(paper.TABLE4).rename(columns={"time": "time (min?)", "pixels": "pixels", "asr": "asr_pct"})
     notes = job_notes(data.df, data, sorted(set(PAPER_METHODS) | {m for m, _ in data.methods}))
-    notes.append("pixels: converged pairs only (an unconverged trigger has no valid size, METHODS.md §5.3); "
-                 "ASR: held-out victim images, all ok pairs.")
+    notes.append("pairs: uncapped pairs with a result / expected; converged counts early stops too; pixels: "
+                 "converged pairs only (an unconverged trigger has no valid size, METHODS.md §5.3); "
+                 "ASR and s_per_pair: held-out victim images, uncapped pairs with a result; capped_*: the pairs "
+                 "a cap stopped, never averaged with the others.")
     return Table("table4_methods", "Table 4 (time / trigger size / ASR per method)", pd.DataFrame(rows), ref,
                  paper.SOURCE + " (ImageNet turtle->kangaroo)", notes)
 
@@ -154,7 +213,7 @@ def robustness(data: RunData) -> Table:
     names = ["normal", *ROBUSTNESS]
     for (model, method, variant), g in data.df.groupby(JOB, sort=True):
         ok = _ok(g)
-        vals = [100 * _mean(ok[c]) for c in ROBUST]
+        vals = [100 * mean_of(ok[c]) for c in ROBUST]
         rows.append({"model": model, "method": method, "variant": variant, "pairs": _count(g, data, model),
                      **dict(zip(names, vals)), "avg": float(np.mean(vals)) if len(ok) else math.nan})
     ref = pd.DataFrame([{"target": t, "method": m, **dict(zip(paper.ROBUST_ORDER, v)), "avg": avg}
@@ -207,23 +266,42 @@ def scan(data: RunData) -> Table:
                      "detected": bool(r.detected), "flagged_labels": r.flagged_labels, "correct": bool(correct)})
     notes = ["detected = anomaly index > 2 (NC's MAD rule); a poisoned model counts as correct when detected "
              "with its ground-truth target flagged, a clean one when not detected",
-             "size_source: 'universal' = any->t scans of the run, 'pair-min' = min over victims (METHODS.md §5.15)"]
+             "size_source: 'universal' = any->t scans of the run, 'pair-min' = min over victims (METHODS.md §5.15)",
+             "label sizes leave out capped rows (a capped size is the cap's)"]
     if not (data.df["victim"] < 0).any():
         notes.append("this run has no universal (any->t) scans; label sizes are the pair variant")
+    notes += job_notes(data.df, data)
     return Table("scan_anomaly", "Per-model scan (anomaly index, Table 3/8 and [S-L.2] style)", pd.DataFrame(rows),
                  pd.DataFrame(paper.ANOMALY), paper.SOURCE + " [S-L.2]", notes)
+
+
+PAIR_KEY = [*JOB, "victim", "target"]
+
+
+def aligned_ok(data: RunData) -> pd.DataFrame:
+    """Alignment rows with a result whose pair no cap stopped (neither ours' row nor the
+    other method's): a capped trigger is the cap's, so aligning it says nothing."""
+    assert data.align is not None
+    ok = data.align[data.align["status"] == "ok"]
+    cap = pairs_of(capped(data.df))
+    if not len(cap):
+        return ok
+    keys = set(map(tuple, cap[PAIR_KEY].itertuples(index=False, name=None)))
+    ref_keys = {(m, v, t, vi, ta) for m, me, v, vi, ta in keys if me == "ours"}
+    mask = [(k not in keys) and ((k[0], k[2], k[3], k[4]) not in ref_keys)
+            for k in ok[PAIR_KEY].itertuples(index=False, name=None)]
+    return ok[mask]
 
 
 def align_size(data: RunData) -> Table:
     """Fig 9/13 analogue: mean held-out ASR of the other method cut to ours' size."""
     rows = []
     if data.align is not None:
-        for (model, method, variant), g in data.align.groupby(JOB, sort=True):
-            ok = g[g["status"] == "ok"]
+        for (model, method, variant), ok in aligned_ok(data).groupby(JOB, sort=True):
             rows.append({"model": model, "other": method, "variant": variant, "pairs": len(ok),
-                         "asr_other_pct": 100 * _mean(ok["asr_other"]),
-                         "asr_other_cut_pct": 100 * _mean(ok["asr_other_cut"]),
-                         "asr_ours_pct": 100 * _mean(ok["asr_ref"]), "k_ours_mean": _mean(ok["k_ref"])})
+                         "asr_other_pct": 100 * mean_of(ok["asr_other"]),
+                         "asr_other_cut_pct": 100 * mean_of(ok["asr_other_cut"]),
+                         "asr_ours_pct": 100 * mean_of(ok["asr_ref"]), "k_ours_mean": mean_of(ok["k_ref"])})
     notes = [data.align_note] if data.align is None else _align_notes(data)
     return Table("fig9_13_align_size", "Fig 9 / Fig 13 (align by size: other method cut to ours' size)",
                  pd.DataFrame(rows), pd.DataFrame(paper.ALIGN_SIZE), paper.SOURCE, notes + [paper.SG_ABS])
@@ -233,10 +311,9 @@ def align_asr(data: RunData) -> Table:
     """Fig 10/14 analogue: size of the other method vs k* of ours at the other's ASR."""
     rows = []
     if data.align is not None:
-        for (model, method, variant), g in data.align.groupby(JOB, sort=True):
-            ok = g[g["status"] == "ok"]
+        for (model, method, variant), ok in aligned_ok(data).groupby(JOB, sort=True):
             rows.append({"model": model, "other": method, "variant": variant, "pairs": len(ok),
-                         "size_other_mean": _mean(ok["size_other"]), "k_star_mean": _mean(ok["k_star"]),
+                         "size_other_mean": mean_of(ok["size_other"]), "k_star_mean": mean_of(ok["k_star"]),
                          "ratio_median": float(ok["size_ratio"].median()) if len(ok) else math.nan})
     notes = [data.align_note] if data.align is None else _align_notes(data)
     return Table("fig10_14_align_asr", "Fig 10 / Fig 14 (align by ASR: k* of ours at the other's ASR)",
@@ -246,14 +323,14 @@ def align_asr(data: RunData) -> Table:
 def _align_notes(data: RunData) -> list[str]:
     assert data.align is not None
     notes = []
+    usable = aligned_ok(data)
     for (model, method, variant), g in data.df[data.df["method"] != "ours"].groupby(JOB, sort=True):
-        have = data.align[(data.align.model_id == model) & (data.align.method == method)
-                          & (data.align.variant == variant) & (data.align.status == "ok")]
+        have = usable[(usable.model_id == model) & (usable.method == method) & (usable.variant == variant)]
         n = len(data.expected.get(model, []))
         if len(have) < n:
             notes.append(f"{model}/{method}/{variant}: aligned on {len(have)} of {n} pairs "
-                         f"(the others lack an ok trigger of ours or of {method})")
-    return notes
+                         f"(the others lack an ok trigger of ours or of {method}, or a cap stopped them)")
+    return notes + job_notes(data.df, data)
 
 
 def pair_table(data: RunData) -> Table:
@@ -269,13 +346,17 @@ def pair_table(data: RunData) -> Table:
                 label = method if variant == "plain" else f"{method}[{variant}]"
                 row |= {f"{label} s": r["wall_s"] if ok else math.nan,
                         f"{label} px": r["trigger_size"] if ok else math.nan,
-                        f"{label} asr%": 100 * r["asr"] if ok else math.nan}
+                        f"{label} asr%": 100 * r["asr"] if ok else math.nan,
+                        f"{label} stop": r["stop_reason"]}
             rows.append(row)
     ref = pd.DataFrame([{"pair": f"{v}->{t}", **{f"{m} (min, px, asr%)": "lost in source" if x is None else
                                                  ", ".join("?" if y is None else str(y) for y in x)
                                                  for m, x in res.items()}} for v, t, res in paper.TABLE9])
-    notes = [] if data.sampled else ["not applicable: this run scans all pairs (the paper's Table 9 lists "
-                                     "sampled pairs of a large model; use pairs.mode sample or list)"]
+    notes = ["one row per pair, never averaged; 'stop' says whether each number is converged, capped, "
+             "out of budget or failed"]
+    if not data.sampled:
+        notes.append("not applicable: this run scans all pairs (the paper's Table 9 lists "
+                     "sampled pairs of a large model; use pairs.mode sample or list)")
     return Table("table9_pairs", "Table 9 (large-model sampled pairs, ImageNet-style)", pd.DataFrame(rows), ref,
                  paper.SOURCE + " (ImageNet ResNet50)", notes + job_notes(data.df, data, ["uap", "nc", "ours"]))
 
@@ -318,7 +399,7 @@ def speed_figures(data: RunData) -> dict[str, bytes]:
     from farm.report.plots import curves
 
     out: dict[str, bytes] = {}
-    pairs = data.df[(data.df["victim"] >= 0) & (data.df["status"] == "ok")]
+    pairs = _ok(data.df)
     for (model, variant), g in pairs.groupby(["model_id", "variant"], sort=True):
         jobs = {m: gm for m, gm in g.groupby("method") if m in ("ours", "cw")}
         if len(jobs) < 2:
@@ -346,9 +427,8 @@ def figures(data: RunData) -> dict[str, bytes]:
         out[f"{base}-asr.png"] = heatmap(pair_matrix(_ok(g), "asr", k), f"{model} {method}/{variant}: held-out ASR",
                                          names, "ASR", "{:.2f}")
     if data.align is not None:
-        for (model, method, variant), g in data.align.groupby(JOB, sort=True):
+        for (model, method, variant), ok in aligned_ok(data).groupby(JOB, sort=True):
             k, names = data.num_classes[model], data.class_names.get(model, [])
-            ok = g[g["status"] == "ok"]
             base = f"figures/{model}/align-{method}-{variant}"
             for col, label, fmt in (("asr_other_cut", f"ASR of {method} cut to size(ours) (Fig 9/13)", "{:.2f}"),
                                     ("k_star", f"k*: ours at {method}'s ASR (Fig 10/14)", "{:.0f}"),
