@@ -98,9 +98,9 @@ class MethodActor:
     """One model and one method on one device (see :class:`farm.worker.ShardExecutor`)."""
 
     def __init__(self, payload: ModelPayload, method: str, params: dict[str, Any], variant: str,
-                 images: PairImages, device: str, threads: int):
+                 images: PairImages, device: str, threads: int, precision: str = "fp32"):
         torch.set_num_threads(threads)
-        self.executor = ShardExecutor(payload, method, params, variant, images, device)
+        self.executor = ShardExecutor(payload, method, params, variant, images, device, precision)
         # Hostnames repeat across containers and test clusters; the Ray node id does not.
         self.executor.worker += f"@{ray.get_runtime_context().get_node_id()[:8]}"
 
@@ -143,9 +143,11 @@ class Placement:
     device: str
     threads: int
     detail: str = field(default="")
+    precision: str = "fp32"  # run.precision, passed to every actor
 
 
-def placement(spec: ClusterSpec, resources: dict[str, float], device_pref: str) -> Placement:
+def placement(spec: ClusterSpec, resources: dict[str, float], device_pref: str,
+              precision: str = "fp32") -> Placement:
     gpus = resources.get("GPU", 0.0)
     cpus = resources.get("CPU", 1.0)
     if gpus > 0 and device_pref != "cpu":
@@ -163,7 +165,7 @@ def placement(spec: ClusterSpec, resources: dict[str, float], device_pref: str) 
         detail = f"{cap} CPU actor(s) at {spec.cpus_per_actor} CPU each"
     if spec.max_actors is not None:
         cap = min(cap, spec.max_actors)
-    return Placement(opts, max(cap, 1), device, threads, detail)
+    return Placement(opts, max(cap, 1), device, threads, detail, precision)
 
 
 def run_shards(items: list[WorkItem], contexts: dict[tuple[str, str, str], JobContext], spec: ClusterSpec,
@@ -181,7 +183,8 @@ def run_shards(items: list[WorkItem], contexts: dict[tuple[str, str, str], JobCo
     def new_actor(job: Job) -> _Slot:
         ctx = contexts[job.key]
         actor = MethodActor.options(**place.options).remote(
-            ctx.payload_ref, job.method, ctx.params, job.variant, ctx.images_ref, place.device, place.threads)
+            ctx.payload_ref, job.method, ctx.params, job.variant, ctx.images_ref, place.device, place.threads,
+            place.precision)
         slot = _Slot(actor, job)
         slots.append(slot)
         return slot

@@ -41,6 +41,9 @@ class RunSpec:
     output: str = "results"  # local path or any pyarrow filesystem URI (file://, s3://, gs://)
     zoo_dir: str | None = None  # model cache; default <output>/zoo (local paths only)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Numeric precision of the methods' forward/backward: fp32, or autocast to bf16/fp16 (the
+    # variables, optimiser and evaluation stay fp32). Drift in size/ASR: docs/benchmarks.md.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
     def check(self) -> list[str]:
         out = []

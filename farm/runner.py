@@ -179,7 +179,7 @@ def execute(cfg: Config, resume: str | None = None, log_fn: Log = print) -> RunR
     started = time.perf_counter()
     store = open_run(cfg, resume)
     resources = cluster.connect(cfg.cluster.address, cfg.cluster.num_cpus)
-    place = cluster.placement(cfg.cluster, resources, cfg.run.device)
+    place = cluster.placement(cfg.cluster, resources, cfg.run.device, cfg.run.precision)
     log_fn(f"run {store.run_id}: Ray {', '.join(f'{k}={v:g}' for k, v in sorted(resources.items()) if k in ('CPU', 'GPU'))}; "
            f"{place.detail}")
     models = prepare_models(cfg, log_fn, parallel_train=ray_trainer(place.options.get("num_cpus", 1.0)))

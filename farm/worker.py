@@ -23,7 +23,7 @@ import torch
 
 from farm.grid import ANY, Pair, Shard
 from farm.methods import METHODS, PairBatch, pair_seed
-from farm.metrics import asr, predict, robust_asr
+from farm.metrics import ROBUSTNESS, evaluate_pairs, predict
 from farm.models.loading import load_checkpoint
 from farm.store import ROBUST_COLUMNS, SCHEMA_VERSION
 from farm.triggers import trigger_size
@@ -114,8 +114,9 @@ class ShardExecutor:
     """Holds one model and one method on one device; runs shards of that job."""
 
     def __init__(self, payload: ModelPayload, method: str, params: dict[str, Any], variant: str,
-                 images: PairImages, device: str = "auto"):
+                 images: PairImages, device: str = "auto", precision: str = "fp32"):
         self.device = pick_device(device)
+        self.precision = precision
         self.payload = payload
         self.model = payload.load(self.device)
         self.method_name, self.variant = method, variant
@@ -127,12 +128,31 @@ class ShardExecutor:
 
             augment = make_augment(payload.mean)
         self.method = cls(self.params, augment=augment)
+        if self.device.type == "cuda":  # page-locked, so each shard's copy to the GPU is one DMA
+            images = PairImages({k: v.pin_memory() for k, v in images.attack.items()}, images.heldout,
+                                images.heldout_labels)
         self.images = images
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self._correct: dict[str, torch.Tensor] = {}  # per image key: clean prediction right?
+
+    def correct(self, key: str) -> torch.Tensor:
+        """Which held-out images of ``key`` the model classifies right (cached: shards of a job
+        share their victims' images)."""
+        if key not in self._correct:
+            self._correct[key] = predict(self.model, self.images.heldout[key]) == self.images.heldout_labels[key]
+        return self._correct[key]
+
+    def invert(self, batch: PairBatch) -> list[Any]:
+        """The method on ``batch`` under ``run.precision`` (autocast; variables stay fp32)."""
+        if self.precision == "fp32":
+            return self.method.invert(self.model, batch)
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        with torch.autocast(self.device.type, dtype=dtype):
+            return self.method.invert(self.model, batch)
 
     def _attack_batch(self, shard: Shard, batch_size: int, poison_first: bool) -> PairBatch:
         imgs = torch.stack([self.images.attack[image_key(p)] for p in shard.pairs])
-        imgs = imgs.to(self.device, torch.float32) / 255.0
+        imgs = imgs.to(self.device, non_blocking=True).float() / 255.0
         if poison_first:
             imgs[0] = float("nan")
         seeds = [pair_seed(shard.seed, shard.job.model_id, self.method_name, p.victim, p.target)
@@ -145,25 +165,20 @@ class ShardExecutor:
         poison = inject_fault(fault, shard_no, attempt) == "nan"
         batch = self._attack_batch(shard, batch_size, poison)
         start = time.perf_counter()
-        outcomes = self.method.invert(self.model, batch)
+        outcomes = self.invert(batch)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         batch_wall = time.perf_counter() - start
+        ok = [i for i, out in enumerate(outcomes) if out.failure is None]
+        keys = [image_key(p) for p in shard.pairs]
+        evaluated = dict(zip(ok, evaluate_pairs(
+            self.model, [outcomes[i].trigger for i in ok], [self.images.heldout[keys[i]] for i in ok],
+            [self.correct(keys[i]) for i in ok], [shard.pairs[i].target for i in ok])))
+        nan_metrics = dict.fromkeys(["asr", "asr_correct", *ROBUSTNESS], math.nan)
         rows = []
-        for pair, seed, out in zip(shard.pairs, batch.seeds, outcomes):
-            key = image_key(pair)
-            held = self.images.heldout[key].to(self.device)
-            labels = self.images.heldout_labels[key].to(self.device)
-            trig = out.trigger.to(self.device)
+        for i, (pair, seed, out) in enumerate(zip(shard.pairs, batch.seeds, outcomes)):
             size = trigger_size(out.trigger)
-            if out.failure is None:
-                correct = predict(self.model, held).to(self.device) == labels
-                robust = robust_asr(self.model, trig, held, pair.target)
-                pair_asr = asr(self.model, trig, held, pair.target)
-                asr_correct = asr(self.model, trig, held[correct], pair.target)
-            else:
-                robust = {k: math.nan for k in (c[len("asr_"):] for c in ROBUST_COLUMNS)}
-                pair_asr = asr_correct = math.nan
+            m = evaluated.get(i, nan_metrics)
             rows.append({
                 "schema_version": SCHEMA_VERSION, "run_id": run_id, "config_hash": config_hash,
                 "shard_id": shard.shard_id, **self.payload.info,
@@ -174,9 +189,10 @@ class ShardExecutor:
                 "trigger_size": float(size) if out.converged else math.nan, "raw_size": float(size),
                 "mask_l1": out.extra.get("mask_l1", math.nan),
                 "extra_json": json.dumps(out.extra, sort_keys=True),
-                "asr": pair_asr, "asr_correct": asr_correct,
-                **{f"asr_{k}": v for k, v in robust.items()},
-                "asr_attack": out.attack_asr, "n_attack": int(batch.images.shape[1]), "n_heldout": int(held.shape[0]),
+                "asr": m["asr"], "asr_correct": m["asr_correct"],
+                **{f"asr_{k}": m[k] for k in ROBUSTNESS},
+                "asr_attack": out.attack_asr, "n_attack": int(batch.images.shape[1]),
+                "n_heldout": int(self.images.heldout[keys[i]].shape[0]),
                 "steps": out.steps, "converged": out.converged, "time_to_best": out.time_to_best,
                 "trace_t": [t for t, _ in out.trace], "trace_size": [s for _, s in out.trace],
                 "status": "ok" if out.failure is None else "failed", "reason": out.failure or "",
