@@ -22,10 +22,11 @@ from farm.methods.pixel import PixelParams, _smooth_step
 BASELINE_METHODS = ("ours", "nc")
 
 
-def _pixel_parts(shape: tuple[int, ...], g: torch.Generator) -> tuple[list[torch.Tensor], Callable, Callable]:
+def _pixel_parts(shape: tuple[int, ...], g: torch.Generator,
+                 device: torch.device) -> tuple[list[torch.Tensor], Callable, Callable]:
     """[PB]: u_p, u_n in [0, 1); x' = clamp(x + p+ - p-); R = sum max_c s(u_p) + sum max_c s(u_n)."""
-    u_p = torch.rand(shape, generator=g).requires_grad_()
-    u_n = torch.rand(shape, generator=g).requires_grad_()
+    u_p = torch.rand(shape, generator=g).to(device).requires_grad_()
+    u_n = torch.rand(shape, generator=g).to(device).requires_grad_()
 
     def stamp(x: torch.Tensor) -> torch.Tensor:
         return (x + u_p.clamp(0, 1) - u_n.clamp(0, 1)).clamp(0, 1)
@@ -36,10 +37,11 @@ def _pixel_parts(shape: tuple[int, ...], g: torch.Generator) -> tuple[list[torch
     return [u_p, u_n], stamp, reg
 
 
-def _nc_parts(shape: tuple[int, ...], g: torch.Generator) -> tuple[list[torch.Tensor], Callable, Callable]:
+def _nc_parts(shape: tuple[int, ...], g: torch.Generator,
+             device: torch.device) -> tuple[list[torch.Tensor], Callable, Callable]:
     """[NC]: mask/pattern in tanh space; x' = (1-m) x + m p; R = |m|_1."""
-    a = unsquash(torch.rand(shape[1:], generator=g, dtype=torch.float64)).float().requires_grad_()
-    b = unsquash(torch.rand(shape, generator=g, dtype=torch.float64)).float().requires_grad_()
+    a = unsquash(torch.rand(shape[1:], generator=g, dtype=torch.float64)).float().to(device).requires_grad_()
+    b = unsquash(torch.rand(shape, generator=g, dtype=torch.float64)).float().to(device).requires_grad_()
 
     def stamp(x: torch.Tensor) -> torch.Tensor:
         m = squash(a)
@@ -58,17 +60,18 @@ def baseline_pair(model: torch.nn.Module, images: torch.Tensor, target: int, met
         raise ValueError(f"--baseline: no baseline for method {method!r} (have {', '.join(BASELINE_METHODS)})")
     prm = PixelParams() if method == "ours" else NCParams()
     g = torch.Generator().manual_seed(seed)
-    variables, stamp, reg_fn = (_pixel_parts if method == "ours" else _nc_parts)(tuple(images.shape[1:]), g)
+    parts = _pixel_parts if method == "ours" else _nc_parts
+    variables, stamp, reg_fn = parts(tuple(images.shape[1:]), g, images.device)
     opt = torch.optim.Adam(variables, lr=prm.lr, betas=prm.betas)
     n = images.shape[0]
     b = min(batch_size, n)
-    labels = torch.full((b,), target, dtype=torch.long)
+    labels = torch.full((b,), target, dtype=torch.long, device=images.device)
     cost = 0.0 if method == "nc" else prm.init_cost
     up = down = es_count = 0
     best_reg, es_ref, asr, raised, lowered = float("inf"), float("inf"), 0.0, False, False
     best: list[torch.Tensor] = []
     for _ in range(epochs):
-        perm = torch.randperm(n, generator=g)
+        perm = torch.randperm(n, generator=g).to(images.device)
         losses, accs, regs = [], [], []
         for k in range(n // b):
             x = images[perm[k * b:(k + 1) * b]]
