@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from farm.methods import Method, PairBatch
+from farm.worker import ShardExecutor, image_key, precision_context
 
 MEMORY_SHARE = 0.8  # never plan to use more than this share of the free GPU memory
 PLATEAU = 1.05  # doubling P must gain more than 5% pair-epochs/s to continue
@@ -83,6 +84,17 @@ def sweep_pairs_per_batch(method: Method, model: torch.nn.Module, images: torch.
                 break  # two doublings without a real gain
         p *= 2
     return points
+
+
+def measure(executor: ShardExecutor, pairs: list, batch_size: int, epochs: int = 3) -> tuple[int, list[SweepPoint]]:
+    """The P to use for ``executor``'s job (device, model, method, precision) over ``pairs``."""
+    keys = list(dict.fromkeys(image_key(p) for p in pairs))[:8]
+    images = torch.stack([executor.images.attack[k] for k in keys]).to(executor.device).float() / 255.0
+    targets = [next(p.target for p in pairs if image_key(p) == k) for k in keys]
+    with precision_context(executor.device, executor.precision):
+        points = sweep_pairs_per_batch(executor.method, executor.model, images, targets, len(pairs), batch_size,
+                                       epochs)
+    return best_pairs_per_batch(points), points
 
 
 def best_pairs_per_batch(points: list[SweepPoint]) -> int:

@@ -109,6 +109,22 @@ class MethodActor:
         return self.executor.run(shard, batch_size, run_id, config_hash, attempt, fault, shard_no)
 
 
+def measure_pairs_per_batch(place: Placement, payload: ModelPayload, method: str, params: dict[str, Any],
+                            images: PairImages, pairs: list, batch_size: int) -> int:
+    """``cluster.pairs_per_batch: auto``: the measured P of one model, swept in a task with an
+    actor's resources so that it runs on the device (and thread count) the shards will use."""
+
+    @ray.remote(max_retries=0)
+    def sweep() -> int:
+        from farm.autotune import measure
+
+        torch.set_num_threads(place.threads)
+        executor = ShardExecutor(payload, method, params, "plain", images, place.device, place.precision)
+        return measure(executor, pairs, batch_size)[0]
+
+    return ray.get(sweep.options(**place.options).remote())
+
+
 @dataclass
 class JobContext:
     """What an actor of a job needs, already in the object store."""

@@ -93,11 +93,17 @@ def jobs(cfg: Config) -> list[Job]:
     return out
 
 
-def expand(cfg: Config, num_classes: dict[str, int], pairs_per_batch: int | None = None) -> list[Shard]:
-    """All shards of a run, in a stable order (model, method, variant, pair chunk)."""
-    p = pairs_per_batch or cfg.cluster.pairs_per_batch
+def expand(cfg: Config, num_classes: dict[str, int], pairs_per_batch: int | dict[str, int] | None = None) -> list[Shard]:
+    """All shards of a run, in a stable order (model, method, variant, pair chunk).
+
+    ``pairs_per_batch`` overrides the config's P, for all models or per model id (the
+    measured P of ``cluster.pairs_per_batch: auto``)."""
+    given = pairs_per_batch or cfg.cluster.pairs_per_batch
+    if given == "auto":
+        raise ValueError("cluster.pairs_per_batch is 'auto': pass the measured P per model")
     shards = []
     for job in jobs(cfg):
+        p = given[job.model_id] if isinstance(given, dict) else given
         pairs = select_pairs(cfg.pairs, num_classes[job.model_id], cfg.run.seed)
         for i in range(0, len(pairs), p):
             chunk = tuple(pairs[i:i + p])

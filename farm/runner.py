@@ -20,7 +20,7 @@ from farm.config import Config, ConfigError, ModelSpec, PairsSpec, config_from_d
 from farm.data import load_dataset
 from farm.data.base import Dataset
 from farm.data.selection import attack_indices, gather, heldout_indices
-from farm.grid import ANY, Pair, expand, select_pairs
+from farm.grid import ANY, Pair, expand, resolved_params, select_pairs
 from farm.store import SCALAR_COLUMNS, RunStore, StoreError, filesystem
 from farm.worker import ModelPayload, PairImages, failed_rows, image_key, payload_from_module
 
@@ -191,9 +191,23 @@ def execute(cfg: Config, resume: str | None = None, log_fn: Log = print) -> RunR
                          "zoo": {k: v for k, v in m.meta.items() if k in ("key", "clean_acc", "asr")}}
                    for mid, m in models.items()},
     }
+    selection: dict[str, dict[str, Any]] = {mid: {} for mid in models}  # recorded in the manifest
+    images = {mid: pair_images(m.dataset, select_pairs(cfg.pairs, m.num_classes, cfg.run.seed), cfg.pairs,
+                               cfg.run.seed, log_fn, record=selection[mid]) for mid, m in models.items()}
+    if cfg.cluster.pairs_per_batch == "auto":
+        # Shard ids depend on P, so a resumed run must reuse the P it measured, not re-measure.
+        measured = store.manifest().get("pairs_per_batch") if resume else None
+        if measured is None:
+            first = cfg.methods[0]
+            measured = {mid: cluster.measure_pairs_per_batch(
+                place, m.payload, first.name, resolved_params(first), images[mid],
+                select_pairs(cfg.pairs, m.num_classes, cfg.run.seed),
+                min(cfg.pairs.batch_size, cfg.pairs.victim_images)) for mid, m in models.items()}
+        log_fn(f"pairs_per_batch auto: {', '.join(f'{mid}={p}' for mid, p in measured.items())}")
+        manifest["pairs_per_batch"] = measured
     if resume is None:
         store.create(cfg.to_yaml(), manifest | {"status": "running"})
-    shards = expand(cfg, num_classes)
+    shards = expand(cfg, num_classes, manifest.get("pairs_per_batch"))
     done = store.done_shards()
     items = [cluster.WorkItem(s, i) for i, s in enumerate(shards) if s.shard_id not in done]
     total_pairs = sum(len(s.pairs) for s in shards)
@@ -202,10 +216,7 @@ def execute(cfg: Config, resume: str | None = None, log_fn: Log = print) -> RunR
         log_fn(f"resume: {len(shards) - len(items)} of {len(shards)} shards already stored, skipping them")
     contexts = {}
     refs = {mid: ray.put(m.payload) for mid, m in models.items()}
-    selection: dict[str, dict[str, Any]] = {mid: {} for mid in models}  # recorded in the manifest
-    image_refs = {mid: ray.put(pair_images(m.dataset, select_pairs(cfg.pairs, m.num_classes, cfg.run.seed),
-                                           cfg.pairs, cfg.run.seed, log_fn, record=selection[mid]))
-                  for mid, m in models.items()}
+    image_refs = {mid: ray.put(images[mid]) for mid in models}
     manifest["selection"] = selection
     for s in shards:
         if s.job.key not in contexts:
