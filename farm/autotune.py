@@ -91,8 +91,8 @@ def measure(executor: ShardExecutor, pairs: list, batch_size: int, epochs: int =
     keys = list(dict.fromkeys(image_key(p) for p in pairs))[:8]
     images = torch.stack([executor.images.attack[k] for k in keys]).to(executor.device).float() / 255.0
     targets = [next(p.target for p in pairs if image_key(p) == k) for k in keys]
-    with precision_context(executor.device, executor.precision):
-        points = sweep_pairs_per_batch(executor.method, executor.model, images, targets, len(pairs), batch_size,
+    with precision_context(executor.device, executor.options.precision):
+        points = sweep_pairs_per_batch(executor.method, executor.step_model, images, targets, len(pairs), batch_size,
                                        epochs)
     return best_pairs_per_batch(points), points
 

@@ -24,7 +24,7 @@ from farm.baseline import time_baseline
 from farm.config import Config, MethodSpec
 from farm.grid import Job, Pair, Shard, resolved_params, select_pairs, shard_id
 from farm.runner import PreparedModel, RunError, pair_images, prepare_models
-from farm.worker import PairImages, ShardExecutor, image_key, pick_device
+from farm.worker import ExecOptions, PairImages, ShardExecutor, image_key, pick_device
 
 
 def method_spec(cfg: Config, method: str, epochs: int | None = None) -> MethodSpec:
@@ -40,7 +40,7 @@ def make_executor(cfg: Config, model: PreparedModel, spec: MethodSpec, pairs: li
     """The executor an actor would build for this job, with the run's own image selection."""
     images = pair_images(model.dataset, pairs, cfg.pairs, cfg.run.seed, lambda _m: None)
     return ShardExecutor(model.payload, spec.name, resolved_params(spec), variant, images, device,
-                         precision=cfg.run.precision)
+                         ExecOptions.from_run(cfg.run))
 
 
 def run_pairs(cfg: Config, model: PreparedModel, spec: MethodSpec, pairs: list[Pair], pairs_per_batch: int,
@@ -124,7 +124,8 @@ def bench(cfg: Config, model_ids: list[str] | None, methods: list[str], batch_si
                 rate = n * epochs / opt_s
                 records.append({
                     "device": dev, "model": model.spec.id, "arch": model.spec.arch, "method": method,
-                    "config": name, "precision": cfg.run.precision, "threads": torch.get_num_threads(),
+                    "config": name, "precision": cfg.run.precision, "compile": cfg.run.compile,
+                    "fold_batchnorm": cfg.run.fold_batchnorm, "threads": torch.get_num_threads(),
                     "pairs": n, "epochs": epochs, "pair_epochs_per_s": rate,
                     "pair_epochs_per_s_with_eval": n * epochs / total_s,
                     "eval_share": 1 - opt_s / total_s, "x_baseline": rate / base_rate if base_rate else None,

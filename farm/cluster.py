@@ -31,7 +31,7 @@ from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
 from farm.config import FAULT_INJECTION, ClusterSpec, ConfigError
 from farm.grid import Job, Shard
-from farm.worker import ModelPayload, PairImages, ShardExecutor
+from farm.worker import ExecOptions, ModelPayload, PairImages, ShardExecutor
 
 log = logging.getLogger("farm.cluster")
 
@@ -98,9 +98,9 @@ class MethodActor:
     """One model and one method on one device (see :class:`farm.worker.ShardExecutor`)."""
 
     def __init__(self, payload: ModelPayload, method: str, params: dict[str, Any], variant: str,
-                 images: PairImages, device: str, threads: int, precision: str = "fp32"):
+                 images: PairImages, device: str, threads: int, options: ExecOptions = ExecOptions()):
         torch.set_num_threads(threads)
-        self.executor = ShardExecutor(payload, method, params, variant, images, device, precision)
+        self.executor = ShardExecutor(payload, method, params, variant, images, device, options)
         # Hostnames repeat across containers and test clusters; the Ray node id does not.
         self.executor.worker += f"@{ray.get_runtime_context().get_node_id()[:8]}"
 
@@ -119,7 +119,7 @@ def measure_pairs_per_batch(place: Placement, payload: ModelPayload, method: str
         from farm.autotune import measure
 
         torch.set_num_threads(place.threads)
-        executor = ShardExecutor(payload, method, params, "plain", images, place.device, place.precision)
+        executor = ShardExecutor(payload, method, params, "plain", images, place.device, place.execution)
         return measure(executor, pairs, batch_size)[0]
 
     return ray.get(sweep.options(**place.options).remote())
@@ -159,11 +159,11 @@ class Placement:
     device: str
     threads: int
     detail: str = field(default="")
-    precision: str = "fp32"  # run.precision, passed to every actor
+    execution: ExecOptions = field(default_factory=ExecOptions)  # run.precision etc., for every actor
 
 
 def placement(spec: ClusterSpec, resources: dict[str, float], device_pref: str,
-              precision: str = "fp32") -> Placement:
+              execution: ExecOptions = ExecOptions()) -> Placement:
     gpus = resources.get("GPU", 0.0)
     cpus = resources.get("CPU", 1.0)
     if gpus > 0 and device_pref != "cpu":
@@ -181,7 +181,7 @@ def placement(spec: ClusterSpec, resources: dict[str, float], device_pref: str,
         detail = f"{cap} CPU actor(s) at {spec.cpus_per_actor} CPU each"
     if spec.max_actors is not None:
         cap = min(cap, spec.max_actors)
-    return Placement(opts, max(cap, 1), device, threads, detail, precision)
+    return Placement(opts, max(cap, 1), device, threads, detail, execution)
 
 
 def run_shards(items: list[WorkItem], contexts: dict[tuple[str, str, str], JobContext], spec: ClusterSpec,
@@ -200,7 +200,7 @@ def run_shards(items: list[WorkItem], contexts: dict[tuple[str, str, str], JobCo
         ctx = contexts[job.key]
         actor = MethodActor.options(**place.options).remote(
             ctx.payload_ref, job.method, ctx.params, job.variant, ctx.images_ref, place.device, place.threads,
-            place.precision)
+            place.execution)
         slot = _Slot(actor, job)
         slots.append(slot)
         return slot

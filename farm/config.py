@@ -44,6 +44,8 @@ class RunSpec:
     # Numeric precision of the methods' forward/backward: fp32, or autocast to bf16/fp16 (the
     # variables, optimiser and evaluation stay fp32). Drift in size/ASR: docs/benchmarks.md.
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compile: bool = False  # torch.compile the model for the optimisation steps (compiles once per actor)
+    fold_batchnorm: bool = False  # fold frozen BatchNorms into convolutions (float rounding only)
 
     def check(self) -> list[str]:
         out = []

@@ -22,7 +22,7 @@ from farm.data.base import Dataset
 from farm.data.selection import attack_indices, gather, heldout_indices
 from farm.grid import ANY, Pair, expand, resolved_params, select_pairs
 from farm.store import SCALAR_COLUMNS, RunStore, StoreError, filesystem
-from farm.worker import ModelPayload, PairImages, failed_rows, image_key, payload_from_module
+from farm.worker import ExecOptions, ModelPayload, PairImages, failed_rows, image_key, payload_from_module
 
 log = logging.getLogger("farm.runner")
 Log = Callable[[str], None]
@@ -179,7 +179,7 @@ def execute(cfg: Config, resume: str | None = None, log_fn: Log = print) -> RunR
     started = time.perf_counter()
     store = open_run(cfg, resume)
     resources = cluster.connect(cfg.cluster.address, cfg.cluster.num_cpus)
-    place = cluster.placement(cfg.cluster, resources, cfg.run.device, cfg.run.precision)
+    place = cluster.placement(cfg.cluster, resources, cfg.run.device, ExecOptions.from_run(cfg.run))
     log_fn(f"run {store.run_id}: Ray {', '.join(f'{k}={v:g}' for k, v in sorted(resources.items()) if k in ('CPU', 'GPU'))}; "
            f"{place.detail}")
     models = prepare_models(cfg, log_fn, parallel_train=ray_trainer(place.options.get("num_cpus", 1.0)))

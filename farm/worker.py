@@ -101,6 +101,20 @@ def precision_context(device: torch.device, precision: str) -> contextlib.Abstra
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
+@dataclass(frozen=True)
+class ExecOptions:
+    """How an executor runs a method: ``run.precision``, ``run.compile``, ``run.fold_batchnorm``
+    (speed options of issue #11; measurements and drift in docs/benchmarks.md)."""
+
+    precision: str = "fp32"
+    compile: bool = False  # torch.compile the model used by the optimisation steps
+    fold_batchnorm: bool = False  # fold eval-mode BatchNorm into the convolutions
+
+    @classmethod
+    def from_run(cls, run: Any) -> "ExecOptions":
+        return cls(run.precision, run.compile, run.fold_batchnorm)
+
+
 class InjectedFault(RuntimeError):
     """Raised by the fault-injection setting (tests of the retry path only)."""
 
@@ -124,11 +138,17 @@ class ShardExecutor:
     """Holds one model and one method on one device; runs shards of that job."""
 
     def __init__(self, payload: ModelPayload, method: str, params: dict[str, Any], variant: str,
-                 images: PairImages, device: str = "auto", precision: str = "fp32"):
+                 images: PairImages, device: str = "auto", options: ExecOptions = ExecOptions()):
         self.device = pick_device(device)
-        self.precision = precision
+        self.options = options
         self.payload = payload
         self.model = payload.load(self.device)
+        if options.fold_batchnorm:
+            from farm.models.fold import fold_batchnorm
+
+            self.model = fold_batchnorm(self.model)
+        # Compiled for the steps only: evaluation's varying batch shapes would recompile it.
+        self.step_model = torch.compile(self.model, dynamic=True) if options.compile else self.model
         self.method_name, self.variant = method, variant
         cls = METHODS[method]
         self.params = cls.Params(**params)
@@ -153,8 +173,8 @@ class ShardExecutor:
         return self._correct[key]
 
     def invert(self, batch: PairBatch) -> list[Any]:
-        with precision_context(self.device, self.precision):
-            return self.method.invert(self.model, batch)
+        with precision_context(self.device, self.options.precision):
+            return self.method.invert(self.step_model, batch)
 
     def _attack_batch(self, shard: Shard, batch_size: int, poison_first: bool) -> PairBatch:
         imgs = torch.stack([self.images.attack[image_key(p)] for p in shard.pairs])

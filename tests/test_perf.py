@@ -158,3 +158,25 @@ def test_auto_pairs_per_batch_is_measured_recorded_and_reused_on_resume(tmp_path
     assert json.loads((tmp_path / "auto" / "manifest.json").read_text())["pairs_per_batch"] == {"clean": p}
     assert len(again.frame) == 90
     assert set(again.frame.shard_id) == set(first.frame.shard_id)
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "resnet20"])
+def test_fold_batchnorm_removes_batchnorm_and_keeps_logits(arch):
+    from farm.models import build_model
+    from farm.models.fold import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = build_model(arch, 10, (3, 32, 32), (0.5,) * 3, (0.25,) * 3)
+    for m in model.modules():  # non-trivial running statistics, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    model.eval()
+    x = torch.rand(4, 3, 32, 32)
+    expected = model(x)
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert torch.allclose(folded(x), expected, atol=1e-4, rtol=1e-4)
+    trained = build_model(arch, 10, (3, 32, 32), (0.5,) * 3, (0.25,) * 3)  # train mode: left alone
+    assert fold_batchnorm(trained) is trained and any(isinstance(m, torch.nn.BatchNorm2d) for m in trained.modules())
