@@ -167,7 +167,7 @@ def evaluate_pairs(
     images: Sequence[Tensor],
     correct: Sequence[Tensor],
     targets: Sequence[int],
-    batch_size: int = 2048,
+    batch_size: int = 512,
 ) -> list[dict[str, float]]:
     """Held-out ASR, ASR on correctly classified images and the :data:`ROBUSTNESS` columns of
     many pairs at once: per pair ``{"asr", "asr_correct", <transform>: ...}``.
@@ -182,7 +182,9 @@ def evaluate_pairs(
     fns = [None, *ROBUSTNESS.values()]
     out: list[dict[str, float]] = []
     sizes = [len(x) for x in images]
-    # Group pairs so that one group's stamped images fill about one forward per view.
+    # Group pairs so that one group's stamped images fill about one forward per view. Larger
+    # groups are slower on a CPU (scripts/eval-speed.py: 2048 images per view ran 0.7x the
+    # per-pair calls, 300-600 ran 1.1-1.3x), as the transforms' buffers leave the caches.
     groups, cur, filled = [], [], 0
     for i, n in enumerate(sizes):
         if cur and filled + n > batch_size:
