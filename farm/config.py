@@ -45,7 +45,7 @@ class RunSpec:
     # variables, optimiser and evaluation stay fp32). Drift in size/ASR: docs/benchmarks.md.
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False  # torch.compile the model for the optimisation steps (compiles once per actor)
-    fold_batchnorm: bool = True  # fold frozen BatchNorms into convolutions (~12% of a small_cnn step; float rounding only)
+    fold_batchnorm: bool = False  # fold frozen BatchNorms into convolutions (float rounding; docs/benchmarks.md)
 
     def check(self) -> list[str]:
         out = []

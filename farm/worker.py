@@ -108,7 +108,7 @@ class ExecOptions:
 
     precision: str = "fp32"
     compile: bool = False  # torch.compile the model used by the optimisation steps
-    fold_batchnorm: bool = True  # fold eval-mode BatchNorm into the convolutions
+    fold_batchnorm: bool = False  # fold eval-mode BatchNorm into the convolutions
 
     @classmethod
     def from_run(cls, run: Any) -> "ExecOptions":
