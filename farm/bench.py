@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from farm.autotune import measure
 from farm.baseline import time_baseline
 from farm.config import Config, MethodSpec
 from farm.grid import Job, Pair, Shard, resolved_params, select_pairs, shard_id
@@ -78,11 +79,13 @@ def _baseline_inputs(images: PairImages, pairs: list[Pair], device: torch.device
     return [images.attack[image_key(p)].to(device, torch.float32) / 255.0 for p in pairs]
 
 
-def bench(cfg: Config, model_ids: list[str] | None, methods: list[str], batch_sizes: list[int], pairs: int,
+def bench(cfg: Config, model_ids: list[str] | None, methods: list[str], batch_sizes: list[int | str], pairs: int,
           epochs: int, device: str = "auto", out: str | None = None, baseline: bool = False,
           baseline_pairs: int = 4, rounds: int = 1) -> pd.DataFrame:
     """Pair-epochs/s of each P (and of the baseline) over the same pairs; printed and returned.
 
+    ``batch_sizes`` may include "auto": the P that ``cluster.pairs_per_batch: auto`` would
+    measure for this model and method (farm.autotune), reported as ``auto=P``.
     Each round times the baseline on ``baseline_pairs`` pairs and every P on ``pairs`` pairs,
     one after the other; medians over rounds are reported, and ``x_baseline`` is the ratio of a
     configuration's optimisation rate to the baseline's rate in the same run.
@@ -102,6 +105,8 @@ def bench(cfg: Config, model_ids: list[str] | None, methods: list[str], batch_si
             b = min(cfg.pairs.batch_size, cfg.pairs.victim_images)
             base_pairs = chosen[:baseline_pairs]
             base_x = _baseline_inputs(executor.images, base_pairs, executor.device)
+            sizes = [measure(executor, chosen, b)[0] if p == "auto" else int(p) for p in batch_sizes]
+            names = [f"auto={p}" if given == "auto" else f"P={p}" for given, p in zip(batch_sizes, sizes)]
             timings: dict[str, Timing] = {}
             for _ in range(rounds):
                 if baseline:
@@ -109,12 +114,12 @@ def bench(cfg: Config, model_ids: list[str] | None, methods: list[str], batch_si
                                       cfg.run.seed)
                     timings.setdefault("baseline", Timing([], [])).opt.append(s)
                     timings["baseline"].total.append(s)
-                for p in batch_sizes:
+                for name, p in zip(names, sizes):
                     start = time.perf_counter()
                     rows = run_shards(cfg, executor, spec, chosen, p)
                     total = time.perf_counter() - start
                     opt = sum(r["wall_s"] for r in rows)
-                    t = timings.setdefault(f"P={p}", Timing([], []))
+                    t = timings.setdefault(name, Timing([], []))
                     t.opt.append(opt)
                     t.total.append(total)
             base_rate = (len(base_pairs) * epochs / statistics.median(timings["baseline"].opt)) if baseline else None

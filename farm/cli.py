@@ -112,7 +112,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from farm.bench import bench
 
     cfg = _config(args)
-    sizes = [int(x) for x in args.pairs_per_batch.split(",")]
+    try:
+        sizes: list[int | str] = [x if x == "auto" else int(x) for x in args.pairs_per_batch.split(",")]
+    except ValueError:
+        raise ConfigError([f"--pairs-per-batch: expected a comma list of integers or 'auto', "
+                           f"got {args.pairs_per_batch!r}"]) from None
     models = args.model.split(",") if args.model else None
     bench(cfg, model_ids=models, methods=args.method.split(","), batch_sizes=sizes, pairs=args.pairs,
           epochs=args.epochs, device=args.device, out=args.out, baseline=args.baseline,
@@ -175,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sp)
     sp.add_argument("--model", help="model id, or a comma list (default: the config's first)")
     sp.add_argument("--method", default="ours", help="method, or a comma list (default: ours)")
-    sp.add_argument("--pairs-per-batch", default="1,10,45,90", help="comma list of P to time")
+    sp.add_argument("--pairs-per-batch", default="1,10,45,90",
+                    help="comma list of P to time; 'auto' adds the P the autotuner picks")
     sp.add_argument("--pairs", type=int, default=90, help="pairs timed per P (default 90)")
     sp.add_argument("--epochs", type=int, default=5, help="epochs per timing (default 5)")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

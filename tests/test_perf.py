@@ -118,13 +118,15 @@ def test_bench_baseline_runs_without_ray_or_mlflow(tmp_path):
         "models: [{id: m, dataset: syn, arch: small_cnn, train: {epochs: 1}}]\n"
         "methods: [{name: ours}]\ntracking: {enabled: false}\n")
     proc = subprocess.run([sys.executable, "-m", "farm", "bench", str(cfg), "--method", "ours,nc", "--pairs", "4",
-                           "--pairs-per-batch", "1,4", "--epochs", "2", "--baseline", "--baseline-pairs", "2",
+                           "--pairs-per-batch", "1,4,auto", "--epochs", "2", "--baseline", "--baseline-pairs", "2",
                            "--out", str(tmp_path / "b.csv")], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     import pandas as pd
 
     df = pd.read_csv(tmp_path / "b.csv")
-    assert sorted(df.config.unique()) == ["P=1", "P=4", "baseline"]
+    configs = sorted(df.config.unique())
+    assert configs[:2] == ["P=1", "P=4"] and configs[-1] == "baseline"
+    assert len(configs) == 4 and configs[2].startswith("auto=") and 1 <= int(configs[2][5:]) <= 4
     assert (df[df.config == "baseline"].x_baseline == 1.0).all()
     assert df.x_baseline.notna().all() and (df.eval_share.between(0, 1)).all()
 
