@@ -93,7 +93,8 @@ def jobs(cfg: Config) -> list[Job]:
     return out
 
 
-def expand(cfg: Config, num_classes: dict[str, int], pairs_per_batch: int | dict[str, int] | None = None) -> list[Shard]:
+def expand(cfg: Config, num_classes: dict[str, int],
+           pairs_per_batch: int | dict[str, int] | None = None) -> list[Shard]:
     """All shards of a run, in a stable order (model, method, variant, pair chunk).
 
     ``pairs_per_batch`` overrides the config's P, for all models or per model id (the
