@@ -1,24 +1,31 @@
-"""Run a method over pairs in-process (no Ray, no MLflow) and time batch sizes.
+"""Time the farm's own code in-process (no Ray, no MLflow) against a paper-style baseline.
 
-``farm bench`` answers DESIGN.md's "the number of pairs per batch is measured, not assumed":
-it runs the actor's own code (:class:`farm.worker.ShardExecutor`) over the same pairs with
-several P and reports seconds per pair. It imports neither Ray nor MLflow, so it runs as is
-on a GPU box that has only torch, pandas, pyarrow and pyyaml.
+``farm bench`` answers DESIGN.md's "the number of pairs per batch is measured, not assumed"
+and issue #11's "every speed claim is a ratio to the baseline, measured in one run": it runs
+the actor's code (:class:`farm.worker.ShardExecutor`) over the same pairs with several P and,
+with ``--baseline``, the one-pair loop of :mod:`farm.baseline` on the same model, images and
+epochs, interleaved round by round so that load from other processes hits both alike. It
+imports neither Ray nor MLflow, so it runs as is on a GPU box that has only torch, pandas,
+pyarrow and pyyaml.
 """
 from __future__ import annotations
 
 import json
+import statistics
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
+from farm.autotune import measure
+from farm.baseline import time_baseline
 from farm.config import Config, MethodSpec
 from farm.grid import Job, Pair, Shard, resolved_params, select_pairs, shard_id
 from farm.runner import PreparedModel, RunError, pair_images, prepare_models
-from farm.worker import ShardExecutor, pick_device
+from farm.worker import ExecOptions, PairImages, ShardExecutor, image_key, pick_device
 
 
 def method_spec(cfg: Config, method: str, epochs: int | None = None) -> MethodSpec:
@@ -29,16 +36,33 @@ def method_spec(cfg: Config, method: str, epochs: int | None = None) -> MethodSp
     return spec
 
 
+def make_executor(cfg: Config, model: PreparedModel, spec: MethodSpec, pairs: list[Pair], variant: str = "plain",
+                  device: str = "cpu") -> ShardExecutor:
+    """The executor an actor would build for this job, with the run's own image selection."""
+    images = pair_images(model.dataset, pairs, cfg.pairs, cfg.run.seed, lambda _m: None)
+    return ShardExecutor(model.payload, spec.name, job_params(cfg, model, spec), variant, images, device,
+                         ExecOptions.from_run(cfg.run))
+
+
 def run_pairs(cfg: Config, model: PreparedModel, spec: MethodSpec, pairs: list[Pair], pairs_per_batch: int,
               variant: str = "plain", device: str = "cpu") -> list[dict[str, Any]]:
     """Rows of ``pairs`` computed in this process, ``pairs_per_batch`` pairs at a time.
 
     Uses the run's own seeds and image selection, so rows equal what ``farm run`` stores.
     """
-    images = pair_images(model.dataset, pairs, cfg.pairs, cfg.run.seed, lambda _m: None)
-    params = resolved_params(spec, cfg.datasets[model.spec.dataset].name)
-    job = Job(model.spec.id, spec.name, variant, json.dumps(params, sort_keys=True))
-    executor = ShardExecutor(model.payload, spec.name, params, variant, images, device)
+    executor = make_executor(cfg, model, spec, pairs, variant, device)
+    return run_shards(cfg, executor, model, spec, pairs, pairs_per_batch, variant)
+
+
+def job_params(cfg: Config, model: PreparedModel, spec: MethodSpec) -> dict[str, Any]:
+    """The method's parameters as a run resolves them for this model's dataset (UAP's eps)."""
+    return resolved_params(spec, cfg.datasets[model.spec.dataset].name)
+
+
+def run_shards(cfg: Config, executor: ShardExecutor, model: PreparedModel, spec: MethodSpec, pairs: list[Pair],
+               pairs_per_batch: int, variant: str = "plain") -> list[dict[str, Any]]:
+    """Rows of ``pairs`` through an existing executor (the model is loaded once per job)."""
+    job = Job(model.spec.id, spec.name, variant, json.dumps(job_params(cfg, model, spec), sort_keys=True))
     rows: list[dict[str, Any]] = []
     batch = min(cfg.pairs.batch_size, cfg.pairs.victim_images)
     for i in range(0, len(pairs), pairs_per_batch):
@@ -48,28 +72,77 @@ def run_pairs(cfg: Config, model: PreparedModel, spec: MethodSpec, pairs: list[P
     return rows
 
 
-def bench(cfg: Config, model_id: str | None, method: str, batch_sizes: list[int], pairs: int, epochs: int,
-          device: str = "auto", out: str | None = None) -> pd.DataFrame:
-    """Seconds per pair for each P over the same ``pairs`` pairs; printed and returned."""
+@dataclass
+class Timing:
+    """One configuration's seconds per round: optimisation only and with evaluation."""
+
+    opt: list[float]
+    total: list[float]
+
+
+def _baseline_inputs(images: PairImages, pairs: list[Pair], device: torch.device) -> list[torch.Tensor]:
+    return [images.attack[image_key(p)].to(device, torch.float32) / 255.0 for p in pairs]
+
+
+def bench(cfg: Config, model_ids: list[str] | None, methods: list[str], batch_sizes: list[int | str], pairs: int,
+          epochs: int, device: str = "auto", out: str | None = None, baseline: bool = False,
+          baseline_pairs: int = 4, rounds: int = 1) -> pd.DataFrame:
+    """Pair-epochs/s of each P (and of the baseline) over the same pairs; printed and returned.
+
+    ``batch_sizes`` may include "auto": the P that ``cluster.pairs_per_batch: auto`` would
+    measure for this model and method (farm.autotune), reported as ``auto=P``.
+    Each round times the baseline on ``baseline_pairs`` pairs and every P on ``pairs`` pairs,
+    one after the other; medians over rounds are reported, and ``x_baseline`` is the ratio of a
+    configuration's optimisation rate to the baseline's rate in the same run.
+    """
     models = prepare_models(cfg, print)
-    if model_id and model_id not in models:
-        raise RunError(f"--model {model_id}: not in the config (have {', '.join(models)})")
-    model = models[model_id] if model_id else next(iter(models.values()))
-    chosen = select_pairs(replace(cfg.pairs, universal=False), model.num_classes, cfg.run.seed)[:pairs]
-    spec = method_spec(cfg, method, epochs)
+    for mid in model_ids or []:
+        if mid not in models:
+            raise RunError(f"--model {mid}: not in the config (have {', '.join(models)})")
+    chosen_models = [models[m] for m in model_ids] if model_ids else [next(iter(models.values()))]
     dev = str(pick_device(device))
     records = []
-    for p in batch_sizes:
-        start = time.perf_counter()
-        rows = run_pairs(cfg, model, spec, chosen, p, device=dev)
-        total = time.perf_counter() - start
-        records.append({"device": dev, "model": model.spec.id, "arch": model.spec.arch, "method": method,
-                        "P": p, "pairs": len(rows), "epochs": epochs,
-                        "s_per_pair": sum(r["wall_s"] for r in rows) / len(rows),
-                        "s_per_pair_step": sum(r["wall_s"] for r in rows) / len(rows) / epochs,
-                        "total_s": total})
-        print(f"P={p:4d}: {records[-1]['s_per_pair']:.4f} s/pair (optimisation), {total:.1f} s with evaluation",
-              flush=True)
+    for model in chosen_models:
+        chosen = select_pairs(replace(cfg.pairs, universal=False), model.num_classes, cfg.run.seed)[:pairs]
+        for method in methods:
+            spec = method_spec(cfg, method, epochs)
+            executor = make_executor(cfg, model, spec, chosen, device=dev)
+            b = min(cfg.pairs.batch_size, cfg.pairs.victim_images)
+            base_pairs = chosen[:baseline_pairs]
+            base_x = _baseline_inputs(executor.images, base_pairs, executor.device)
+            sizes = [measure(executor, chosen, b)[0] if p == "auto" else int(p) for p in batch_sizes]
+            names = [f"auto={p}" if given == "auto" else f"P={p}" for given, p in zip(batch_sizes, sizes)]
+            timings: dict[str, Timing] = {}
+            for _ in range(rounds):
+                if baseline:
+                    s = time_baseline(executor.model, base_x, [p.target for p in base_pairs], method, epochs, b,
+                                      cfg.run.seed)
+                    timings.setdefault("baseline", Timing([], [])).opt.append(s)
+                    timings["baseline"].total.append(s)
+                for name, p in zip(names, sizes):
+                    start = time.perf_counter()
+                    rows = run_shards(cfg, executor, model, spec, chosen, p)
+                    total = time.perf_counter() - start
+                    opt = sum(r["wall_s"] for r in rows)
+                    t = timings.setdefault(name, Timing([], []))
+                    t.opt.append(opt)
+                    t.total.append(total)
+            base_rate = (len(base_pairs) * epochs / statistics.median(timings["baseline"].opt)) if baseline else None
+            for name, t in timings.items():
+                n = len(base_pairs) if name == "baseline" else len(chosen)
+                opt_s, total_s = statistics.median(t.opt), statistics.median(t.total)
+                rate = n * epochs / opt_s
+                records.append({
+                    "device": dev, "model": model.spec.id, "arch": model.spec.arch, "method": method,
+                    "config": name, "precision": cfg.run.precision, "compile": cfg.run.compile,
+                    "fold_batchnorm": cfg.run.fold_batchnorm, "threads": torch.get_num_threads(),
+                    "pairs": n, "epochs": epochs, "pair_epochs_per_s": rate,
+                    "pair_epochs_per_s_with_eval": n * epochs / total_s,
+                    "eval_share": 1 - opt_s / total_s, "x_baseline": rate / base_rate if base_rate else None,
+                    "s_per_pair": opt_s / n, "total_s": total_s})
+                print(f"{model.spec.id} {method} {name:>8}: {rate:8.1f} pair-epochs/s"
+                      + (f" ({records[-1]['x_baseline']:.2f}x baseline)" if base_rate else "")
+                      + f", eval {100 * records[-1]['eval_share']:.0f}% of wall", flush=True)
     df = pd.DataFrame(records)
     print(df.to_string(index=False))
     if out:

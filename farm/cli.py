@@ -129,9 +129,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from farm.bench import bench
 
     cfg = _config(args)
-    sizes = [int(x) for x in args.pairs_per_batch.split(",")]
-    bench(cfg, model_id=args.model, method=args.method, batch_sizes=sizes, pairs=args.pairs,
-          epochs=args.epochs, device=args.device, out=args.out)
+    try:
+        sizes: list[int | str] = [x if x == "auto" else int(x) for x in args.pairs_per_batch.split(",")]
+    except ValueError:
+        raise ConfigError([f"--pairs-per-batch: expected a comma list of integers or 'auto', "
+                           f"got {args.pairs_per_batch!r}"]) from None
+    models = args.model.split(",") if args.model else None
+    bench(cfg, model_ids=models, methods=args.method.split(","), batch_sizes=sizes, pairs=args.pairs,
+          epochs=args.epochs, device=args.device, out=args.out, baseline=args.baseline,
+          baseline_pairs=args.baseline_pairs, rounds=args.rounds)
     return 0
 
 
@@ -211,13 +217,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("bench", help="time one method over pairs in-process (no Ray) for several batch sizes P")
     with_config(sp)
-    sp.add_argument("--model", help="model id (default: the config's first)")
-    sp.add_argument("--method", default="ours")
-    sp.add_argument("--pairs-per-batch", default="1,10,45,90", help="comma list of P to time")
+    sp.add_argument("--model", help="model id, or a comma list (default: the config's first)")
+    sp.add_argument("--method", default="ours", help="method, or a comma list (default: ours)")
+    sp.add_argument("--pairs-per-batch", default="1,10,45,90",
+                    help="comma list of P to time; 'auto' adds the P the autotuner picks")
     sp.add_argument("--pairs", type=int, default=90, help="pairs timed per P (default 90)")
     sp.add_argument("--epochs", type=int, default=5, help="epochs per timing (default 5)")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.add_argument("--out", help="also write the timings as CSV here")
+    sp.add_argument("--baseline", action="store_true",
+                    help="also time a paper-style one-pair loop (torch.optim.Adam, no batching) and print "
+                         "each configuration's speed as a multiple of it (ours and nc only)")
+    sp.add_argument("--baseline-pairs", type=int, default=4, help="pairs the baseline times per round (default 4)")
+    sp.add_argument("--rounds", type=int, default=1,
+                    help="repeat baseline and every P this many times, interleaved; medians reported (default 1)")
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("compare", help="compare two runs pair by pair (exit 0 identical, 1 different)",

@@ -32,7 +32,7 @@ from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 from farm import ray_safety
 from farm.config import FAULT_INJECTION, ClusterSpec, ConfigError
 from farm.grid import Job, Shard
-from farm.worker import ModelPayload, PairImages, ShardExecutor
+from farm.worker import ExecOptions, ModelPayload, PairImages, ShardExecutor
 
 log = logging.getLogger("farm.cluster")
 
@@ -107,15 +107,31 @@ class MethodActor:
     """One model and one method on one device (see :class:`farm.worker.ShardExecutor`)."""
 
     def __init__(self, payload: ModelPayload, method: str, params: dict[str, Any], variant: str,
-                 images: PairImages, device: str, threads: int):
+                 images: PairImages, device: str, threads: int, options: ExecOptions = ExecOptions()):
         torch.set_num_threads(threads)
-        self.executor = ShardExecutor(payload, method, params, variant, images, device)
+        self.executor = ShardExecutor(payload, method, params, variant, images, device, options)
         # Hostnames repeat across containers and test clusters; the Ray node id does not.
         self.executor.worker += f"@{ray.get_runtime_context().get_node_id()[:8]}"
 
     def run(self, shard: Shard, batch_size: int, run_id: str, config_hash: str, attempt: int,
             fault: str | None, shard_no: int) -> list[dict[str, Any]]:
         return self.executor.run(shard, batch_size, run_id, config_hash, attempt, fault, shard_no)
+
+
+def measure_pairs_per_batch(place: Placement, payload: ModelPayload, method: str, params: dict[str, Any],
+                            images: PairImages, pairs: list, batch_size: int) -> int:
+    """``cluster.pairs_per_batch: auto``: the measured P of one model, swept in a task with an
+    actor's resources so that it runs on the device (and thread count) the shards will use."""
+
+    @ray.remote(max_retries=0)
+    def sweep() -> int:
+        from farm.autotune import measure
+
+        torch.set_num_threads(place.threads)
+        executor = ShardExecutor(payload, method, params, "plain", images, place.device, place.execution)
+        return measure(executor, pairs, batch_size)[0]
+
+    return ray.get(sweep.options(**place.options).remote())
 
 
 @dataclass
@@ -152,9 +168,11 @@ class Placement:
     device: str
     threads: int
     detail: str = field(default="")
+    execution: ExecOptions = field(default_factory=ExecOptions)  # run.precision etc., for every actor
 
 
-def placement(spec: ClusterSpec, resources: dict[str, float], device_pref: str) -> Placement:
+def placement(spec: ClusterSpec, resources: dict[str, float], device_pref: str,
+              execution: ExecOptions = ExecOptions()) -> Placement:
     gpus = resources.get("GPU", 0.0)
     cpus = resources.get("CPU", 1.0)
     if gpus > 0 and device_pref != "cpu":
@@ -172,7 +190,7 @@ def placement(spec: ClusterSpec, resources: dict[str, float], device_pref: str) 
         detail = f"{cap} CPU actor(s) at {spec.cpus_per_actor} CPU each"
     if spec.max_actors is not None:
         cap = min(cap, spec.max_actors)
-    return Placement(opts, max(cap, 1), device, threads, detail)
+    return Placement(opts, max(cap, 1), device, threads, detail, execution)
 
 
 def run_shards(items: list[WorkItem], contexts: dict[tuple[str, str, str], JobContext], spec: ClusterSpec,
@@ -190,7 +208,8 @@ def run_shards(items: list[WorkItem], contexts: dict[tuple[str, str, str], JobCo
     def new_actor(job: Job) -> _Slot:
         ctx = contexts[job.key]
         actor = MethodActor.options(**place.options).remote(
-            ctx.payload_ref, job.method, ctx.params, job.variant, ctx.images_ref, place.device, place.threads)
+            ctx.payload_ref, job.method, ctx.params, job.variant, ctx.images_ref, place.device, place.threads,
+            place.execution)
         slot = _Slot(actor, job)
         slots.append(slot)
         return slot

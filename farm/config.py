@@ -41,6 +41,11 @@ class RunSpec:
     output: str = "results"  # local path or any pyarrow filesystem URI (file://, s3://, gs://)
     zoo_dir: str | None = None  # model cache; default <output>/zoo (local paths only)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Numeric precision of the methods' forward/backward: fp32, or autocast to bf16/fp16 (the
+    # variables, optimiser and evaluation stay fp32). Drift in size/ASR: docs/benchmarks.md.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compile: bool = False  # torch.compile the model for the optimisation steps (compiles once per actor)
+    fold_batchnorm: bool = False  # fold frozen BatchNorms into convolutions (float rounding; docs/benchmarks.md)
 
     def check(self) -> list[str]:
         out = []
@@ -212,7 +217,9 @@ class ClusterSpec:
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.5  # used only where the cluster has GPUs; fractional shares a GPU
     max_actors: int | None = None  # cap on concurrent actors; default fills the resources
-    pairs_per_batch: int = 50  # P: pairs optimised together as one batch (one shard)
+    # P: pairs optimised together as one batch (one shard); "auto" measures it per model on
+    # the actors' device before the run (farm.autotune) and records it in the manifest.
+    pairs_per_batch: int | Literal["auto"] = 50
     max_attempts: int = 3  # a shard is tried this often before its pairs are stored as failed
     fault_injection: str | None = None  # testing only: "exit:<shard-no>" or "raise:<shard-no>"
     # Ray token auth of a local run; "disabled" only on a trusted network (docs/security.md).
@@ -224,7 +231,7 @@ class ClusterSpec:
             out.append(f"cpus_per_actor: must be > 0, got {self.cpus_per_actor}")
         if not 0 < self.gpus_per_actor <= 8:
             out.append(f"gpus_per_actor: must be in (0, 8], got {self.gpus_per_actor}")
-        if self.pairs_per_batch < 1:
+        if self.pairs_per_batch != "auto" and self.pairs_per_batch < 1:
             out.append(f"pairs_per_batch: must be >= 1, got {self.pairs_per_batch}")
         if self.max_attempts < 1:
             out.append(f"max_attempts: must be >= 1, got {self.max_attempts}")

@@ -101,14 +101,20 @@ def jobs(cfg: Config) -> list[Job]:
     return out
 
 
-def expand(cfg: Config, num_classes: dict[str, int], pairs_per_batch: int | None = None,
+def expand(cfg: Config, num_classes: dict[str, int], pairs_per_batch: int | dict[str, int] | None = None,
            done: Collection[tuple[str, str, str, int, int]] = frozenset()) -> list[Shard]:
     """The shards of a run still to compute, in a stable order (model, method, variant, pair
     chunk): every pair of every job except those in ``done`` ((model, method, variant, victim,
-    target) keys of stored rows)."""
-    p = pairs_per_batch or cfg.cluster.pairs_per_batch
+    target) keys of stored rows).
+
+    ``pairs_per_batch`` overrides the config's P, for all models or per model id (the
+    measured P of ``cluster.pairs_per_batch: auto``)."""
+    given = pairs_per_batch or cfg.cluster.pairs_per_batch
+    if given == "auto":
+        raise ValueError("cluster.pairs_per_batch is 'auto': pass the measured P per model")
     shards = []
     for job in jobs(cfg):
+        p = given[job.model_id] if isinstance(given, dict) else given
         pairs = [pair for pair in select_pairs(cfg.pairs, num_classes[job.model_id], cfg.run.seed)
                  if (*job.key, pair.victim, pair.target) not in done]
         for i in range(0, len(pairs), p):

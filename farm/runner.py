@@ -20,12 +20,12 @@ from farm.config import Config, ConfigError, ModelSpec, PairsSpec, config_from_d
 from farm.data import load_dataset
 from farm.data.base import Dataset
 from farm.data.selection import attack_indices, gather, heldout_indices
-from farm.grid import ANY, Pair, expand, select_pairs
+from farm.grid import ANY, Pair, expand, resolved_params, select_pairs
 from farm.errors import RunError
 from farm.resume import complete_rows
 from farm.runlock import RunLock
 from farm.store import SCALAR_COLUMNS, RunStore, StoreError, filesystem
-from farm.worker import ModelPayload, PairImages, failed_rows, image_key, payload_from_module
+from farm.worker import ExecOptions, ModelPayload, PairImages, failed_rows, image_key, payload_from_module
 
 log = logging.getLogger("farm.runner")
 Log = Callable[[str], None]
@@ -214,7 +214,7 @@ def _run(cfg: Config, store: RunStore, resume: str | None, log_fn: Log, started:
     from farm.models.zoo_jobs import ray_trainer
 
     resources = cluster.connect(cfg.cluster.address, cfg.cluster.num_cpus, cfg.cluster.ray_auth, log_fn)
-    place = cluster.placement(cfg.cluster, resources, cfg.run.device)
+    place = cluster.placement(cfg.cluster, resources, cfg.run.device, ExecOptions.from_run(cfg.run))
     log_fn(f"run {store.run_id}: Ray {', '.join(f'{k}={v:g}' for k, v in sorted(resources.items()) if k in ('CPU', 'GPU'))}; "
            f"{place.detail}")
     models = prepare_models(cfg, log_fn, parallel_train=ray_trainer(place.options.get("num_cpus", 1.0)))
@@ -226,22 +226,34 @@ def _run(cfg: Config, store: RunStore, resume: str | None, log_fn: Log, started:
                          "zoo": {k: v for k, v in m.meta.items() if k in ("key", "clean_acc", "asr")}}
                    for mid, m in models.items()},
     }
+    selection: dict[str, dict[str, Any]] = {mid: {} for mid in models}  # recorded in the manifest
+    images = {mid: pair_images(m.dataset, select_pairs(cfg.pairs, m.num_classes, cfg.run.seed), cfg.pairs,
+                               cfg.run.seed, log_fn, record=selection[mid]) for mid, m in models.items()}
+    if cfg.cluster.pairs_per_batch == "auto":
+        # A resumed run reuses the P it measured (recorded in the manifest) instead of re-measuring.
+        measured = store.manifest().get("pairs_per_batch") if resume else None
+        if measured is None:
+            first = cfg.methods[0]
+            measured = {mid: cluster.measure_pairs_per_batch(
+                place, m.payload, first.name, resolved_params(first, cfg.datasets[m.spec.dataset].name), images[mid],
+                select_pairs(cfg.pairs, m.num_classes, cfg.run.seed),
+                min(cfg.pairs.batch_size, cfg.pairs.victim_images)) for mid, m in models.items()}
+        log_fn(f"pairs_per_batch auto: {', '.join(f'{mid}={p}' for mid, p in measured.items())}")
+        manifest["pairs_per_batch"] = measured
     if resume is None:
         store.create(cfg.to_yaml(), manifest | {"status": "running"})
-    total_pairs = sum(len(s.pairs) for s in expand(cfg, num_classes))
+    pinned_p = manifest.get("pairs_per_batch")  # the measured P of `auto`, else the config's
+    total_pairs = sum(len(s.pairs) for s in expand(cfg, num_classes, pinned_p))
     # Done is decided per (job, pair) from the stored rows, so another pairs_per_batch on
     # resume re-chunks only the missing pairs (farm.grid, farm.store).
-    shards = expand(cfg, num_classes, done=store.done_pairs() if resume is not None else frozenset())
+    shards = expand(cfg, num_classes, pinned_p, done=store.done_pairs() if resume is not None else frozenset())
     items = [cluster.WorkItem(s, i) for i, s in enumerate(shards)]
     done_pairs = total_pairs - sum(len(s.pairs) for s in shards)
     if done_pairs:
         log_fn(f"resume: {done_pairs} of {total_pairs} pairs already stored, skipping them")
     contexts = {}
     refs = {mid: ray.put(m.payload) for mid, m in models.items()}
-    selection: dict[str, dict[str, Any]] = {mid: {} for mid in models}  # recorded in the manifest
-    image_refs = {mid: ray.put(pair_images(m.dataset, select_pairs(cfg.pairs, m.num_classes, cfg.run.seed),
-                                           cfg.pairs, cfg.run.seed, log_fn, record=selection[mid]))
-                  for mid, m in models.items()}
+    image_refs = {mid: ray.put(images[mid]) for mid in models}
     manifest["selection"] = selection
     for s in shards:
         if s.job.key not in contexts:

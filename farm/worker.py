@@ -7,6 +7,7 @@ which is what lets a worker on another node run without access to the data or th
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -23,7 +24,7 @@ import torch
 
 from farm.grid import ANY, Pair, Shard
 from farm.methods import METHODS, PairBatch, pair_seed
-from farm.metrics import asr, predict, robust_asr
+from farm.metrics import ROBUSTNESS, evaluate_pairs, predict
 from farm.models.loading import load_checkpoint
 from farm.store import ROBUST_COLUMNS, SCHEMA_VERSION
 from farm.triggers import trigger_size
@@ -94,6 +95,29 @@ def pick_device(preference: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def precision_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """``run.precision``: fp32 runs as is; bf16/fp16 autocast the model's convolutions and
+    matmuls while variables, optimiser state and evaluation stay fp32 (METHODS.md numerics
+    are defined in fp32; the drift is measured in docs/benchmarks.md)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+@dataclass(frozen=True)
+class ExecOptions:
+    """How an executor runs a method: ``run.precision``, ``run.compile``, ``run.fold_batchnorm``
+    (speed options of issue #11; measurements and drift in docs/benchmarks.md)."""
+
+    precision: str = "fp32"
+    compile: bool = False  # torch.compile the model used by the optimisation steps
+    fold_batchnorm: bool = False  # fold eval-mode BatchNorm into the convolutions
+
+    @classmethod
+    def from_run(cls, run: Any) -> "ExecOptions":
+        return cls(run.precision, run.compile, run.fold_batchnorm)
+
+
 class InjectedFault(RuntimeError):
     """Raised by the fault-injection setting (tests of the retry path only)."""
 
@@ -117,10 +141,17 @@ class ShardExecutor:
     """Holds one model and one method on one device; runs shards of that job."""
 
     def __init__(self, payload: ModelPayload, method: str, params: dict[str, Any], variant: str,
-                 images: PairImages, device: str = "auto"):
+                 images: PairImages, device: str = "auto", options: ExecOptions = ExecOptions()):
         self.device = pick_device(device)
+        self.options = options
         self.payload = payload
         self.model = payload.load(self.device)
+        if options.fold_batchnorm:
+            from farm.models.fold import fold_batchnorm
+
+            self.model = fold_batchnorm(self.model)
+        # Compiled for the steps only: evaluation's varying batch shapes would recompile it.
+        self.step_model = torch.compile(self.model, dynamic=True) if options.compile else self.model
         self.method_name, self.variant = method, variant
         cls = METHODS[method]
         self.params = cls.Params(**params)
@@ -130,12 +161,27 @@ class ShardExecutor:
 
             augment = make_augment(payload.mean)
         self.method = cls(self.params, augment=augment)
+        if self.device.type == "cuda":  # page-locked, so each shard's copy to the GPU is one DMA
+            images = PairImages({k: v.pin_memory() for k, v in images.attack.items()}, images.heldout,
+                                images.heldout_labels)
         self.images = images
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self._correct: dict[str, torch.Tensor] = {}  # per image key: clean prediction right?
+
+    def correct(self, key: str) -> torch.Tensor:
+        """Which held-out images of ``key`` the model classifies right (cached: shards of a job
+        share their victims' images)."""
+        if key not in self._correct:
+            self._correct[key] = predict(self.model, self.images.heldout[key]) == self.images.heldout_labels[key]
+        return self._correct[key]
+
+    def invert(self, batch: PairBatch) -> list[Any]:
+        with precision_context(self.device, self.options.precision):
+            return self.method.invert(self.step_model, batch)
 
     def _attack_batch(self, shard: Shard, batch_size: int, poison_first: bool) -> PairBatch:
         imgs = torch.stack([self.images.attack[image_key(p)] for p in shard.pairs])
-        imgs = imgs.to(self.device, torch.float32) / 255.0
+        imgs = imgs.to(self.device, non_blocking=True).float() / 255.0
         if poison_first:
             imgs[0] = float("nan")
         seeds = [pair_seed(shard.seed, shard.job.model_id, self.method_name, p.victim, p.target)
@@ -148,25 +194,20 @@ class ShardExecutor:
         poison = inject_fault(fault, shard_no, attempt) == "nan"
         batch = self._attack_batch(shard, batch_size, poison)
         start = time.perf_counter()
-        outcomes = self.method.invert(self.model, batch)
+        outcomes = self.invert(batch)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         batch_wall = time.perf_counter() - start
+        ok = [i for i, out in enumerate(outcomes) if out.failure is None]
+        keys = [image_key(p) for p in shard.pairs]
+        evaluated = dict(zip(ok, evaluate_pairs(
+            self.model, [outcomes[i].trigger for i in ok], [self.images.heldout[keys[i]] for i in ok],
+            [self.correct(keys[i]) for i in ok], [shard.pairs[i].target for i in ok])))
+        nan_metrics = dict.fromkeys(["asr", "asr_correct", *ROBUSTNESS], math.nan)
         rows = []
-        for pair, seed, out in zip(shard.pairs, batch.seeds, outcomes):
-            key = image_key(pair)
-            held = self.images.heldout[key].to(self.device)
-            labels = self.images.heldout_labels[key].to(self.device)
-            trig = out.trigger.to(self.device)
+        for i, (pair, seed, out) in enumerate(zip(shard.pairs, batch.seeds, outcomes)):
             size = trigger_size(out.trigger)
-            if out.failure is None:
-                correct = predict(self.model, held).to(self.device) == labels
-                robust = robust_asr(self.model, trig, held, pair.target)
-                pair_asr = asr(self.model, trig, held, pair.target)
-                asr_correct = asr(self.model, trig, held[correct], pair.target)
-            else:
-                robust = {k: math.nan for k in (c[len("asr_"):] for c in ROBUST_COLUMNS)}
-                pair_asr = asr_correct = math.nan
+            m = evaluated.get(i, nan_metrics)
             rows.append({
                 "schema_version": SCHEMA_VERSION, "run_id": run_id, "config_hash": config_hash,
                 "shard_id": shard.shard_id, **self.payload.info,
@@ -177,9 +218,10 @@ class ShardExecutor:
                 "trigger_size": float(size) if out.converged else math.nan, "raw_size": float(size),
                 "mask_l1": out.extra.get("mask_l1", math.nan),
                 "extra_json": json.dumps(out.extra, sort_keys=True),
-                "asr": pair_asr, "asr_correct": asr_correct,
-                **{f"asr_{k}": v for k, v in robust.items()},
-                "asr_attack": out.attack_asr, "n_attack": int(batch.images.shape[1]), "n_heldout": int(held.shape[0]),
+                "asr": m["asr"], "asr_correct": m["asr_correct"],
+                **{f"asr_{k}": m[k] for k in ROBUSTNESS},
+                "asr_attack": out.attack_asr, "n_attack": int(batch.images.shape[1]),
+                "n_heldout": int(self.images.heldout[keys[i]].shape[0]),
                 "steps": out.steps, "converged": out.converged, "stop_reason": out.stop_reason,
                 "time_to_best": out.time_to_best,
                 "trace_t": [t for t, _ in out.trace], "trace_size": [s for _, s in out.trace],

@@ -14,6 +14,7 @@ from farm.metrics import (
     align_by_size,
     anomaly_index,
     asr,
+    evaluate_pairs,
     pair_anomaly_sizes,
     predict,
     relative_improvement,
@@ -194,6 +195,32 @@ def test_rotate_identity_and_direction() -> None:
     assert torch.equal(r1, r2)
     assert r1[0, 0, 3, 3].item() == pytest.approx(1.0)
     assert r1[0, 0, 0, 0].item() < 1.0
+
+
+def test_evaluate_pairs_equals_per_pair_metrics() -> None:
+    """The shard-batched evaluation gives each pair exactly its own asr/robust_asr/asr_correct,
+    whatever the grouping (small batch_size: several groups) and with an empty image set."""
+    model = PixelModel(4, 4)
+    g = torch.Generator().manual_seed(1)
+    images = [torch.rand(n, 3, H, W, generator=g) for n in (7, 0, 5, 9)]
+    block = torch.zeros(3, H, W)
+    block[:, 3:6, 3:6] = 0.1
+    blend = torch.zeros(4, H, W)
+    blend[0, 4, 4], blend[1:, 4, 4] = 1.0, 0.9
+    triggers = [pixel_trigger(4, 4), pixel_trigger(0, 0), Trigger("additive", block), Trigger("blend", blend)]
+    targets = [TARGET, TARGET, 0, TARGET]
+    correct = [torch.rand(len(x), generator=g) > 0.4 for x in images]
+    for batch_size in (4, 2048):
+        got = evaluate_pairs(model, triggers, images, correct, targets, batch_size=batch_size)
+        for res, t, x, ok, target in zip(got, triggers, images, correct, targets):
+            if len(x) == 0:
+                assert all(math.isnan(v) for v in res.values())
+                continue
+            assert res["asr"] == asr(model, t, x, target)
+            assert res["asr_correct"] == asr(model, t, x[ok], target) or (ok.sum() == 0 and
+                                                                         math.isnan(res["asr_correct"]))
+            assert {k: res[k] for k in ROBUSTNESS} == robust_asr(model, t, x, target)
+    assert any(0 < r["asr"] < 1 for r in got), "a partial ASR makes the comparison meaningful"
 
 
 def test_robust_asr_keys_and_values() -> None:

@@ -318,8 +318,13 @@ def run_epochs(problem: EpochProblem, model: torch.nn.Module, epochs: int,
 
     Each pair shuffles its own images with its own generator; only active pairs are
     forwarded (inactive rows are compacted away) and stepped, so early-stopped or failed
-    pairs cost nothing and cannot drift. A pair whose loss turns non-finite is failed on
-    the spot and excluded from that very step.
+    pairs cost nothing and cannot drift. A pair whose loss turns non-finite is excluded from
+    that very step on and failed at the end of the epoch.
+
+    The steps of an epoch never wait for the device (no ``.item()``, ``nonzero`` or
+    ``bool(tensor)``): the active rows are compacted once per epoch, and a failing pair is
+    masked out of the optimiser on the device instead of being removed from the forward.
+    Host syncs are per epoch only, which keeps a GPU's queue full.
     """
     batch = problem.batch
     p, n = batch.images.shape[:2]
@@ -327,36 +332,35 @@ def run_epochs(problem: EpochProblem, model: torch.nn.Module, epochs: int,
     n_batches = n // b
     start = time.perf_counter()
     for epoch in range(epochs):
-        if not bool(problem.active.any()):
+        rows = problem.active.nonzero().flatten()
+        if rows.numel() == 0:
             break
-        perms = torch.stack([torch.randperm(n, generator=g) for g in problem.generators]).to(problem.device)
+        perms = torch.stack([torch.randperm(n, generator=problem.generators[i]) for i in rows.tolist()])
+        perms = perms.to(problem.device)
+        generators = [problem.generators[i] for i in rows.tolist()] if augment is not None else []
         asr_sum = torch.zeros(p, dtype=problem.dtype, device=problem.device)
         reg_sum = torch.zeros_like(asr_sum)
         active_at_start = problem.active.clone()
+        stepping = problem.active.clone()  # active minus pairs whose loss turned non-finite
         for k in range(n_batches):
-            rows = problem.active.nonzero().flatten()
-            if rows.numel() == 0:
-                break
-            x = batch.images[rows.unsqueeze(1), perms[rows, k * b:(k + 1) * b]]  # A×B×C×H×W
+            x = batch.images[rows.unsqueeze(1), perms[:, k * b:(k + 1) * b]]  # A×B×C×H×W
             x_adv = problem.stamp(x, rows)
             if augment is not None:
-                x_adv = augment(x_adv, [problem.generators[i] for i in rows.tolist()])
+                x_adv = augment(x_adv, generators)
             logits = model(x_adv.flatten(0, 1)).view(rows.numel(), b, -1)
             reg = problem.regulariser(rows)
             loss = problem.total_loss(problem.data_loss(logits, rows), reg, rows)
             finite = torch.isfinite(loss)
-            if not bool(finite.all()):
-                bad = torch.zeros(p, dtype=torch.bool, device=problem.device)
-                bad[rows[~finite]] = True
-                problem.fail(bad, f"non-finite loss at epoch {epoch}")
+            stepping[rows] &= finite
             for v in problem.variables:
                 v.grad = None
             torch.where(finite, loss, torch.zeros_like(loss)).sum().backward()
-            problem.optimiser.step(problem.active)
+            problem.optimiser.step(stepping)
             with torch.no_grad():
                 hit = hit_rate(logits, problem.targets[rows])
                 asr_sum[rows] += hit
                 reg_sum[rows] += reg.detach()
+        problem.fail(problem.active & ~stepping, f"non-finite loss at epoch {epoch}")
         done = active_at_start & problem.active
         problem.steps += done.long()
         asr = asr_sum / n_batches

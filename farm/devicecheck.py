@@ -1,0 +1,124 @@
+"""Speed check for a machine with an accelerator: ``scripts/device-check.sh`` runs this.
+
+Made for a GPU box that has only torch, torchvision, pandas, pyarrow and pyyaml (no Ray, no
+MLflow, no network): it builds small_cnn and ResNet20 with random weights (speed does not
+depend on what a model learned), draws random [0,1] images, and prints pair-epochs/s of ours
+and NC at several P and at the autotuned P, with and without autocast, next to the
+paper-style baseline of :mod:`farm.baseline`, with peak accelerator memory. It calls the same
+``Method.invert`` the actors call. ``FARM_CHECK_TINY=1`` shrinks everything so the CPU test
+suite can prove the script runs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Any
+
+import pandas as pd
+import torch
+
+from farm.autotune import best_pairs_per_batch, sweep_pairs_per_batch
+from farm.baseline import time_baseline
+from farm.methods import METHODS, PairBatch
+from farm.models import build_model
+from farm.worker import pick_device, precision_context
+
+NUM_CLASSES, SHAPE, N, B = 10, (3, 32, 32), 50, 32  # the paper's 32×32 setting, N = 50 images per pair
+
+
+def _frozen(arch: str, device: torch.device) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model(arch, NUM_CLASSES, SHAPE, (0.5,) * 3, (0.25,) * 3).to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _peak(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rate(method: Any, model: torch.nn.Module, images: torch.Tensor, p: int, epochs: int) -> float:
+    """pair-epochs/s of ``method`` on P rows (the images recycled), after one warm-up epoch."""
+    rows = [i % len(images) for i in range(p)]
+    batch = PairBatch([None] * p, [1 + i % (NUM_CLASSES - 1) for i in rows], images[rows], list(range(p)), B)
+    type(method)(type(method.params)(**{**method.params_dict(), "epochs": 1})).invert(model, batch)
+    _sync(images.device)
+    start = time.perf_counter()
+    method.invert(model, batch)
+    _sync(images.device)
+    return p * epochs / (time.perf_counter() - start)
+
+
+def check(device: torch.device, pairs: list[int], epochs: int, precisions: list[str], arches: list[str],
+          baseline_pairs: int) -> pd.DataFrame:
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(max(8, baseline_pairs), N, *SHAPE, generator=g).to(device)
+    records = []
+
+    def emit(**rec: Any) -> None:
+        records.append(rec)
+        print("  ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()),
+              flush=True)
+
+    for arch in arches:
+        model = _frozen(arch, device)
+        for name in ("ours", "nc"):
+            cls = METHODS[name]
+            method = cls(cls.Params(epochs=epochs))
+            time_baseline(model, list(images[:1]), [1], name, 1, B, 0)  # warm-up
+            s = time_baseline(model, list(images[:baseline_pairs]), [1] * baseline_pairs, name, epochs, B, 0)
+            base = baseline_pairs * epochs / s
+            emit(arch=arch, method=name, config="baseline", precision="fp32", P=1, pair_epochs_per_s=base,
+                 x_baseline=1.0, peak_mib=_peak(device))
+            for precision in precisions:
+                with precision_context(device, precision):
+                    points = sweep_pairs_per_batch(method, model, images[:8], [1 + i for i in range(8)],
+                                                   max_pairs=max(pairs) * 8, batch_size=B, epochs=2)
+                    auto = best_pairs_per_batch(points)
+                    for config, p in [*(("P", p) for p in pairs), ("auto", auto)]:
+                        if device.type == "cuda":
+                            torch.cuda.reset_peak_memory_stats(device)
+                        try:
+                            rate = _rate(method, model, images, p, epochs)
+                        except torch.cuda.OutOfMemoryError:
+                            torch.cuda.empty_cache()
+                            emit(arch=arch, method=name, config=f"{config} (OOM)", precision=precision, P=p)
+                            continue
+                        emit(arch=arch, method=name, config=config, precision=precision, P=p,
+                             pair_epochs_per_s=rate, x_baseline=rate / base, peak_mib=_peak(device))
+    return pd.DataFrame(records)
+
+
+def main(argv: list[str] | None = None) -> int:
+    tiny = os.environ.get("FARM_CHECK_TINY") == "1"
+    ap = argparse.ArgumentParser(description="pair-epochs/s of ours and NC vs the paper-style baseline")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--epochs", type=int, default=2 if tiny else 20)
+    ap.add_argument("--pairs", default="1,2" if tiny else "1,8,64,512", help="comma list of P")
+    ap.add_argument("--arch", default="small_cnn" if tiny else "small_cnn,resnet20")
+    ap.add_argument("--out", help="also write the table as CSV here")
+    args = ap.parse_args(argv)
+    device = pick_device(args.device)
+    bf16_ok = device.type == "cpu" or torch.cuda.is_bf16_supported()
+    precisions = ["fp32", "bf16" if bf16_ok else "fp16"]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device {name}, torch {torch.__version__}, threads {torch.get_num_threads()}", flush=True)
+    start = time.perf_counter()
+    df = check(device, [int(p) for p in args.pairs.split(",")], args.epochs, precisions, args.arch.split(","),
+               baseline_pairs=1 if tiny else 4)
+    print(df.to_string(index=False))
+    print(f"device check done in {time.perf_counter() - start:.0f} s")
+    if args.out:
+        df.to_csv(args.out, index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
