@@ -123,3 +123,54 @@ def test_nc_mad_flags_badnets_target_not_clean(badnets_model, clean_model):
     clean = mad_scan(clean_model[0], clean_model[1], nc, attack_size=32)
     assert bad.trojaned and bad.flagged == [0]
     assert not clean.trojaned and clean.score < bad.score
+
+
+# ---- Table 8 metrics -------------------------------------------------------------------------
+def test_roc_auc_and_tpr_at_fpr_on_known_rankings():
+    import numpy as np
+
+    from farm.scan.table import roc_auc, tpr_at_fpr
+
+    pos = np.array([True, True, False, False, False])
+    assert roc_auc(np.array([5.0, 4.0, 3.0, 2.0, 1.0]), pos) == 1.0
+    assert roc_auc(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), pos) == 0.0
+    assert roc_auc(np.array([3.0, 1.0, 3.0, 2.0, 0.0]), pos) == pytest.approx(3.5 / 6)  # ties count 1/2
+    assert tpr_at_fpr(np.array([5.0, 2.5, 3.0, 2.0, 1.0]), pos) == 0.5  # threshold = best clean score
+
+
+def test_table8_negates_karm_scores_so_small_triggers_rank_high():
+    import pandas as pd
+
+    from farm.scan.table import table8
+
+    rows = pd.DataFrame({"scanner": "karm-nc", "kind": "karm", "attack": ["badnets", "none", "none"],
+                         "poisoned": [True, False, False], "decision": [True, False, True],
+                         "score": [0.01, 0.2, 0.3], "seconds": [1.0, 2.0, 3.0]})
+    t = table8(rows).set_index("attack")
+    assert t.loc["all", "roc_auc"] == 1.0 and t.loc["all", "accuracy"] == pytest.approx(2 / 3)
+    assert t.loc["badnets", "median_s_per_model"] == 2.0
+
+
+def test_resume_skips_exactly_the_finished_model_scanner_results(tmp_path):
+    import pyarrow as pa
+
+    from farm.scan.config import ScanConfig, ScanZooSpec
+    from farm.scan.run import MODEL_DIR, _path, pending
+    from farm.scan.zoo import zoo_specs
+    from farm.store import RunStore
+
+    cfg = ScanConfig(output=str(tmp_path), zoo=ScanZooSpec(clean=1, poisoned=2))
+    store = RunStore(cfg.output, cfg.run_id)
+    store.create("{}", {"kind": "scan"})
+    specs = zoo_specs(cfg, num_classes=10)
+    assert [s.attack.type == "none" for s in specs] == [True, False, False]
+    done = cfg.scanners[0].name
+    store.write_parquet(_path(MODEL_DIR, specs[0].id, done), pa.Table.from_pylist([{"x": 1}]))
+    todo = {spec.id: [s.name for s in scanners] for spec, scanners in pending(cfg, store, specs)}
+    assert todo[specs[0].id] == [s.name for s in cfg.scanners[1:]]
+    assert todo[specs[1].id] == [s.name for s in cfg.scanners]
+    # a temp file left by a killed writer does not count as done
+    store.fs.create_dir(f"{store.run_dir}/{MODEL_DIR}/model_id={specs[1].id}", recursive=True)
+    with store.fs.open_output_stream(f"{store.run_dir}/{MODEL_DIR}/model_id={specs[1].id}/.tmp-{done}.parquet") as f:
+        f.write(b"partial")
+    assert len(dict((s.id, t) for s, t in pending(cfg, store, specs))[specs[1].id]) == len(cfg.scanners)

@@ -57,7 +57,7 @@ class ScanConfig:
     run_id: str = "scan"
     output: str = "results"
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
-    zoo_dir: str = "zoo"
+    zoo_dir: str = "results/zoo"  # where `farm run` keeps its zoo too: models are shared
     zoo: ScanZooSpec = field(default_factory=ScanZooSpec)
     scanners: tuple[ScannerSpec, ...] = (ScannerSpec("karm", "nc"), ScannerSpec("karm", "ours"),
                                          ScannerSpec("mad", "nc"), ScannerSpec("mad", "ours"))
