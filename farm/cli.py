@@ -95,11 +95,31 @@ def _fmt(value: float | None) -> str:
 
 def cmd_tables(args: argparse.Namespace) -> int:
     from farm.report.tables import regenerate
+    from farm.store import RunStore
+
+    store = RunStore(args.output, args.run_id)
+    if store.exists() and store.manifest().get("kind") == "scan":  # a `farm scan` run: Table 8
+        from farm.scan.report import write_scan_tables
+
+        print(f"tables written to {write_scan_tables(store, args.out, log_mlflow=not args.no_mlflow)}")
+        return 0
 
     out = regenerate(args.run_id, output=args.output, out_dir=args.out, formats=args.format.split(","),
                      tracking_uri=args.tracking_uri, log_mlflow=not args.no_mlflow, align=args.align,
                      trust_code=args.trust_code, allow_stored_uri=args.allow_tracking_uri)
     print(f"tables and figures written to {out}")
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from farm.scan.config import load_scan_config
+    from farm.scan.report import write_scan_tables
+    from farm.scan.run import execute
+
+    cfg = load_scan_config(args.config)
+    store = execute(cfg, Path(args.config).read_text())
+    out = write_scan_tables(store, log_mlflow=not args.no_mlflow)
+    print(f"scan {cfg.run_id}: rows in {store.run_dir}/scan, Table 8 analogue in {out}")
     return 0
 
 
@@ -198,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "for folders you trust; without it, missing alignment maps are reported as missing")
     sp.add_argument("--trust-code", action="store_true", help=TRUST_HELP + "; with --align")
     sp.set_defaults(func=cmd_tables)
+
+    sp = sub.add_parser("scan", help="K-Arm and MAD backdoor scanning of a clean+poisoned zoo (Table 8); resumes")
+    sp.add_argument("config", help="scan YAML config, e.g. configs/scan.yaml")
+    sp.add_argument("--no-mlflow", action="store_true", help="write files only, do not log to MLflow")
+    sp.set_defaults(func=cmd_scan)
 
     sp = sub.add_parser("align", help="align every method's stored triggers with ours (by size, by ASR) on Ray")
     sp.add_argument("run_id")

@@ -1,0 +1,82 @@
+"""``farm scan`` configuration: the scan zoo, the scanners and where results go.
+
+Validated by :func:`farm.schema.build` like the benchmark config, so every problem is reported
+at once with its dotted path (e.g. ``zoo.poisoned: must be >= 1``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from farm.config import DatasetSpec, TrainSpec, is_safe_id, load_raw
+from farm.scan.karm import KArmParams
+from farm.schema import build
+
+
+@dataclass(frozen=True)
+class ScanZooSpec:
+    """M clean + M poisoned models; attacks, archs, targets and patch sizes drawn per model."""
+
+    clean: int = 20
+    poisoned: int = 20
+    archs: tuple[str, ...] = ("small_cnn",)
+    attacks: tuple[Literal["badnets", "blend", "label_specific"], ...] = ("badnets", "blend", "label_specific")
+    patch_sizes: tuple[int, ...] = (2, 3, 4)
+    seed: int = 0  # draws of arch/attack/target/victim/patch and each model's training seed
+    train: TrainSpec = field(default_factory=TrainSpec)
+
+    def check(self) -> list[str]:
+        out = []
+        for name in ("clean", "poisoned"):
+            if getattr(self, name) < 0:
+                out.append(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.clean + self.poisoned < 1:
+            out.append("clean/poisoned: the zoo needs at least one model")
+        for name in ("archs", "attacks", "patch_sizes"):
+            if not getattr(self, name):
+                out.append(f"{name}: must list at least one value")
+        return out
+
+
+@dataclass(frozen=True)
+class ScannerSpec:
+    """One detector: ``karm`` (K-Arm) or ``mad`` (NC's anomaly index), with its core."""
+
+    kind: Literal["karm", "mad"] = "karm"
+    core: Literal["nc", "ours"] = "nc"
+    params: dict[str, Any] = field(default_factory=dict)  # the core method's Params overrides
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-{self.core}"
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    run_id: str = "scan"
+    output: str = "results"
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    zoo_dir: str = "results/zoo"  # where `farm run` keeps its zoo too: models are shared
+    zoo: ScanZooSpec = field(default_factory=ScanZooSpec)
+    scanners: tuple[ScannerSpec, ...] = (ScannerSpec("karm", "nc"), ScannerSpec("karm", "ours"),
+                                         ScannerSpec("mad", "nc"), ScannerSpec("mad", "ours"))
+    karm: KArmParams = field(default_factory=KArmParams)
+    mad_attack_size: int = 50
+    seed: int = 0
+    num_cpus: int | None = None  # Ray actors (one model at a time each); None = all CPUs
+
+    def check(self) -> list[str]:
+        out = []
+        if not is_safe_id(self.run_id):
+            out.append(f"run_id: {self.run_id!r} must be a plain folder name")
+        names = [s.name for s in self.scanners]
+        if len(set(names)) != len(names):
+            out.append(f"scanners: duplicate kind/core in {names}")
+        if self.mad_attack_size < 1:
+            out.append(f"mad_attack_size: must be >= 1, got {self.mad_attack_size}")
+        return out
+
+
+def load_scan_config(path: str | Path) -> ScanConfig:
+    return build(ScanConfig, load_raw(path), source=str(path))

@@ -1,0 +1,124 @@
+"""``farm scan``: train/reuse the scan zoo, run every scanner on every model, store rows.
+
+Models are sharded over Ray tasks (one CPU each, or one GPU where there is one); a task trains
+or reuses its model and writes, per scanner, the arm rows and then the model row, each an
+atomic Parquet file. A model row's existence means "done", so a run killed at any point
+resumes by skipping exactly the finished (model, scanner) results.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import torch
+
+from farm.data import load_dataset
+from farm.methods import METHODS
+from farm.models.zoo import ensure_model
+from farm.scan.config import ScanConfig, ScannerSpec
+from farm.scan.karm import scan_model
+from farm.scan.mad import mad_scan
+from farm.scan.zoo import zoo_specs
+from farm.schema import to_dict
+from farm.store import RunStore
+
+MODEL_DIR = "scan/models"
+ARM_DIR = "scan/arms"
+
+
+def _path(kind: str, model_id: str, scanner: str) -> str:
+    return f"{kind}/model_id={model_id}/scanner={scanner}.parquet"
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def scan_one(cfg: ScanConfig, spec: Any, scanners: list[ScannerSpec]) -> list[str]:
+    """Scan one model with ``scanners``; returns the model-row files written."""
+    torch.set_num_threads(1)
+    store = RunStore(cfg.output, cfg.run_id)
+    entry = ensure_model(spec, cfg.dataset, Path(cfg.zoo_dir), log=lambda _m: None)
+    model = entry.load("cpu").eval().requires_grad_(False)
+    ds = load_dataset(cfg.dataset)
+    attack = entry.meta["attack"]
+    truth = {"model_id": spec.id, "arch": spec.arch, "attack": attack["type"], "poisoned": attack["type"] != "none",
+             "true_target": attack.get("target"), "true_victim": attack.get("victim"),
+             "clean_acc": entry.meta["clean_acc"], "asr": entry.meta.get("asr")}
+    written = []
+    for sc in scanners:
+        core = METHODS[sc.core](METHODS[sc.core].params_from(sc.params))
+        base = {**truth, "scanner": sc.name, "kind": sc.kind, "core": sc.core}
+        if sc.kind == "karm":
+            r = scan_model(model, ds, core, cfg.karm, cfg.seed, spec.id)
+            arms = [{**base, "victim": a.victim, "target": a.target, "size": _finite(s), "rounds": n}
+                    for a, s, n in zip(r.arms, r.arm_sizes, r.arm_rounds)]
+            row = {**base, "decision": r.trojaned, "score": _finite(r.score), "arm_victim": r.arm.victim,
+                   "arm_target": r.arm.target, "rounds": r.rounds, "seconds": r.seconds}
+        else:
+            m = mad_scan(model, ds, core, cfg.mad_attack_size, cfg.seed, spec.id)
+            arms = [{**base, "victim": None, "target": t, "size": None if math.isnan(s) else s, "rounds": 1}
+                    for t, s in enumerate(m.sizes)]
+            flagged = m.flagged[0] if m.flagged else None
+            row = {**base, "decision": m.trojaned, "score": None if math.isnan(m.score) else min(m.score, 1e9),
+                   "arm_victim": None, "arm_target": flagged, "rounds": 1, "seconds": m.seconds}
+        store.write_parquet(_path(ARM_DIR, spec.id, sc.name), pa.Table.from_pylist(arms))
+        written.append(store.write_parquet(_path(MODEL_DIR, spec.id, sc.name), pa.Table.from_pylist([row])))
+    return written
+
+
+def pending(cfg: ScanConfig, store: RunStore, specs: list[Any]) -> list[tuple[Any, list[ScannerSpec]]]:
+    """(model, scanners still to run) for every model with unfinished work."""
+    out = []
+    for spec in specs:
+        todo = [s for s in cfg.scanners
+                if store.fs.get_file_info(f"{store.run_dir}/{_path(MODEL_DIR, spec.id, s.name)}").type != pafs.FileType.File]
+        if todo:
+            out.append((spec, todo))
+    return out
+
+
+def execute(cfg: ScanConfig, config_yaml: str, log: Any = print) -> RunStore:
+    """Run (or resume) the scan of ``cfg``; returns its store."""
+    import ray
+
+    from farm.cluster import connect
+
+    store = RunStore(cfg.output, cfg.run_id)
+    if not store.exists():
+        store.create(config_yaml, {"kind": "scan", "config": to_dict(cfg)})
+    num_classes = load_dataset(cfg.dataset).num_classes
+    specs = zoo_specs(cfg, num_classes)
+    work = pending(cfg, store, specs)
+    log(f"scan {cfg.run_id}: {len(specs)} models x {len(cfg.scanners)} scanners, {len(work)} model(s) to do")
+    if not work:
+        return store
+    connect(None, cfg.num_cpus)
+    task = ray.remote(num_cpus=1, max_retries=2)(scan_one)
+    refs = {task.remote(cfg, spec, todo): spec.id for spec, todo in work}
+    while refs:
+        done, _ = ray.wait(list(refs), num_returns=1)
+        model_id = refs.pop(done[0])
+        ray.get(done[0])
+        log(f"  done {model_id} ({len(work) - len(refs)}/{len(work)})")
+    ray.shutdown()
+    return store
+
+
+def read_scan(store: RunStore, kind: str = MODEL_DIR) -> pd.DataFrame:
+    """All model rows (or arm rows with ``kind=ARM_DIR``) of a scan run as a DataFrame.
+
+    Files are read one by one: a column that is all-null in one model (no victim) and typed
+    in another would make a single-schema dataset read fail.
+    """
+    sel = pafs.FileSelector(f"{store.run_dir}/{kind}", recursive=True, allow_not_found=True)
+    files = sorted(i.path for i in store.fs.get_file_info(sel)
+                   if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+                   and not i.base_name.startswith("."))
+    frames = [pq.read_table(f, filesystem=store.fs).to_pandas() for f in files]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
