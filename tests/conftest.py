@@ -71,6 +71,18 @@ def zoo_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def clean_model(zoo_root):
+    return zoo_model(zoo_root, {"type": "none"}, "clean")
+
+
+@pytest.fixture(scope="session")
+def label_specific_model(zoo_root):
+    """Label-specific backdoor: victim 2 -> target 5 (poison_rate 0.2, as in test_recovery)."""
+    return zoo_model(zoo_root, {"type": "label_specific", "victim": 2, "target": 5, "patch_size": 3,
+                                "poison_rate": 0.2}, "ls")
+
+
+@pytest.fixture(scope="session")
 def badnets_model(zoo_root):
     """All-to-one BadNets small_cnn, target 0, 3x3 patch."""
     return zoo_model(zoo_root, {"type": "badnets", "target": 0, "patch_size": 3}, "badnets")

@@ -54,7 +54,9 @@ print("joined")
 
 
 def _env(tag: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "FARM_RAY"))}
+    # A fresh shell's environment, not this process's: earlier tests in the session (a shared
+    # local Ray, servers) leave RAY_* settings in os.environ that a user's driver would not have.
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER")}
     return env | {"PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0", "FARM_TEST_TAG": tag,
                   "RAY_TMPDIR": tempfile.mkdtemp(prefix="fx", dir="/tmp")} | extra
 
