@@ -12,7 +12,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from farm.config import DEFAULT_CONFIG, Config, load_config, trusting_code
+from farm.config import DEFAULT_CONFIG, Config, ConfigError, load_config, trusting_code
 from farm.errors import UserError
 
 EXIT_USER = 2
@@ -111,9 +111,25 @@ def cmd_align(args: argparse.Namespace) -> int:
     return 0
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     import shutil
+    import socket
 
+    if args.host not in LOOPBACK and not args.expose:
+        raise ConfigError([f"--host {args.host}: the MLflow UI has no login; anyone who reaches {args.host}:{args.port} "
+                           "reads (and can delete) every run. Keep 127.0.0.1 (use an SSH tunnel), or add --expose "
+                           "if that network is trusted"])
+    if not 1 <= args.port <= 65535:
+        raise ConfigError([f"--port {args.port}: must be in 1..65535"])
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as s:
+            s.bind((args.host, args.port))
+    except OSError as exc:
+        raise ConfigError([f"--port {args.port}: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
+                           "the port is taken or the address is not this machine's. Pass another --port"]) from None
     uri = args.tracking_uri or f"sqlite:///{Path(args.output).resolve() / 'mlflow.db'}"
     exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     cmd = [exe, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
@@ -190,7 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("ui", help="serve the MLflow UI for a results folder on 127.0.0.1")
     sp.add_argument("--output", default="results")
     sp.add_argument("--tracking-uri")
-    sp.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
+    sp.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only; any other "
+                    "address needs --expose)")
+    sp.add_argument("--expose", action="store_true",
+                    help="allow a non-loopback --host: the MLflow UI has no authentication (docs/security.md)")
     sp.add_argument("--port", type=int, default=5000)
     sp.add_argument("--dry-run", action="store_true", help="print the command instead of starting it")
     sp.set_defaults(func=cmd_ui)

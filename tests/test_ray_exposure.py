@@ -180,23 +180,45 @@ def test_sigterm_ends_the_run_and_its_ray(tmp_path):
         _kill_tagged(tag)
 
 
+ORPHAN = """
+import socket, sys, time
+s = socket.socket()
+s.bind(("0.0.0.0", 0))
+s.listen()
+print(s.getsockname()[1], flush=True)
+time.sleep(600)
+"""
+
+
 def test_next_local_ray_ends_the_orphans_of_a_sigkilled_driver(tmp_path):
+    """A listening process tagged by a farm driver that was SIGKILLed (what Ray's agents are
+    when they outlive their driver) is ended by the next farm command that starts a local Ray;
+    a process of a live driver, or untagged, is left alone."""
+    from farm.ray_safety import DRIVER_ENV
+
     tag, later = uuid.uuid4().hex, uuid.uuid4().hex
+    driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    dead = f"{driver.pid}:{psutil.Process(driver.pid).create_time():.3f}"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    me = psutil.Process()
+    alive = f"{me.pid}:{me.create_time():.3f}"
+    orphan, bystander = (subprocess.Popen([sys.executable, "-c", textwrap.dedent(ORPHAN)], stdout=subprocess.PIPE,
+                                          text=True, env=_env(tag, **{DRIVER_ENV: who}))
+                         for who in (dead, alive))
     try:
-        driver = _start_and_wait_for_a_shard(tmp_path, "killed", tag)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
-        time.sleep(5)
-        orphans = [p.pid for p in _tagged(tag)]
-        print(f"processes left 5 s after SIGKILL of the driver: {len(orphans)}")
-        if not orphans:
-            pytest.skip("Ray followed its killed driver on its own here: no orphans to end")
+        port = int(orphan.stdout.readline())
+        bystander.stdout.readline()
         restart = subprocess.run([sys.executable, "-c", "import ray\nfrom farm.cluster import connect\n"
                                   "connect(None, 1)\nray.shutdown()"], env=_env(later), cwd=ROOT,
                                  capture_output=True, text=True, timeout=180)
         assert restart.returncode == 0, restart.stderr[-2000:]
-        assert "left by an earlier farm run" in restart.stdout + restart.stderr
-        assert not _wait_gone(tag, 10)
+        assert "ending 1 process(es) left by an earlier farm run" in restart.stdout + restart.stderr
+        assert orphan.wait(timeout=30) is not None
+        listening = {c.laddr.port for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+        assert port not in listening and bystander.poll() is None
     finally:
-        _kill_tagged(tag)
+        for p in (orphan, bystander):
+            p.kill()
+            p.wait(timeout=10)
         _kill_tagged(later)
