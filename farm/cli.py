@@ -250,9 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"farm {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER
-    except (KeyboardInterrupt, Terminated) as exc:
+    except (KeyboardInterrupt, Terminated, SystemError) as exc:
+        # Inside ray.wait a signal handler's exception comes back wrapped in a SystemError.
+        cause = exc.__cause__ if isinstance(exc, SystemError) else exc
+        if not isinstance(cause, (KeyboardInterrupt, Terminated)):
+            raise
         _shutdown_ray()
-        terminated = isinstance(exc, Terminated)
+        terminated = isinstance(cause, Terminated)
         print(f"farm {args.command}: {'terminated' if terminated else 'interrupted'}; Ray shut down", file=sys.stderr)
         return 143 if terminated else 130
     except BrokenPipeError:  # `farm ... | head`: the reader left; not an error of ours

@@ -72,9 +72,8 @@ def connect(address: str | None, num_cpus: int | None = None, ray_auth: str = "t
             ray_safety.harden_local_env(ray_auth)
             # address="local": without it Ray joins whatever cluster /tmp/ray/ray_current_cluster
             # or $RAY_ADDRESS names (someone else's `ray start --head`) instead of starting one.
-            # Ray turns a loopback node address into the host's own (services.resolve_ip_for_localhost),
-            # so the node address is left to Ray; token auth is what guards the ports.
-            ray.init(address="local", num_cpus=num_cpus, **kwargs)
+            with ray_safety.single_host():  # every Ray port on 127.0.0.1
+                ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
         _restore_sigterm_handler(sigterm)
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 

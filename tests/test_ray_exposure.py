@@ -94,8 +94,7 @@ def _wait_gone(tag: str, timeout_s: float) -> list[str]:
 
 
 def _http_status(ip: str, port: int, path: str) -> int | None:
-    host = f"[{ip}]" if ":" in ip else ip
-    host = "127.0.0.1" if ip in ("0.0.0.0", "::") else host
+    host = "127.0.0.1" if ip in ("0.0.0.0", "::", "::ffff:127.0.0.1") else (f"[{ip}]" if ":" in ip else ip)
     try:
         with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=3) as r:
             return r.status
@@ -105,13 +104,16 @@ def _http_status(ip: str, port: int, path: str) -> int | None:
         return None  # not HTTP (gRPC) or closed
 
 
-def test_local_ray_needs_the_token_everywhere_and_serves_no_metrics():
+def test_local_ray_listens_on_loopback_needs_the_token_and_serves_no_metrics():
     tag = uuid.uuid4().hex
     driver = subprocess.Popen([sys.executable, "-c", textwrap.dedent(DRIVER)], env=_env(tag), cwd=ROOT,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         info = json.loads(driver.stdout.readline())
         assert info["ports"], "the driver found no listening sockets"
+        public = [p for p in info["ports"] if p[0] not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")]
+        assert not public, f"Ray listens beyond loopback: {public}"
+        assert info["gcs"].startswith("127.0.0.1:")
         answered = {}
         for ip, port, name in info["ports"]:
             for path in ("/metrics", "/api/version", "/get_runtime_envs_info"):
