@@ -39,9 +39,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.resume and not args.config:
-        output = dict(kv.split("=", 1) for kv in (args.set or []) if kv.startswith("run.output=")).get(
-            "run.output", "results")
+    stored = bool(args.resume and not args.config)  # resume with the run's own config
+    output = dict(kv.split("=", 1) for kv in (args.set or []) if kv.startswith("run.output=")).get(
+        "run.output", "results")
+    if stored:
         from farm.resume import finished
 
         done = finished(output, args.resume, args.set)
@@ -51,10 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 0
     from farm.runner import execute, format_summary, stored_config
 
-    if args.resume and not args.config:
-        cfg = _trusted(stored_config(output, args.resume, args.set), args)
-    else:
-        cfg = _config(args)
+    cfg = _trusted(stored_config(output, args.resume, args.set), args) if stored else _config(args)
     if args.address:
         cfg = replace(cfg, cluster=replace(cfg.cluster, address=args.address))
     result = execute(cfg, resume=args.resume)
@@ -163,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("run", help="run a benchmark: zoo, all pairs through Ray, Parquet, MLflow")
     with_config(sp)
-    sp.add_argument("--resume", metavar="RUN_ID", help="continue a run, skipping its finished shards")
+    sp.add_argument("--resume", metavar="RUN_ID", help="continue a run: only the pairs it has not stored run "
+                    "(without CONFIG: the run's own config; --set run.output=ROOT says where it lives)")
     sp.add_argument("--address", help="Ray address ('auto' joins a running cluster); overrides cluster.address")
     sp.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     sp.set_defaults(func=cmd_run)
