@@ -12,7 +12,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from farm.config import DEFAULT_CONFIG, Config, load_config, trusting_code
+from farm.config import DEFAULT_CONFIG, Config, ConfigError, load_config, trusting_code
 from farm.errors import UserError
 
 EXIT_USER = 2
@@ -39,9 +39,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.resume and not args.config:
-        output = dict(kv.split("=", 1) for kv in (args.set or []) if kv.startswith("run.output=")).get(
-            "run.output", "results")
+    stored = bool(args.resume and not args.config)  # resume with the run's own config
+    output = dict(kv.split("=", 1) for kv in (args.set or []) if kv.startswith("run.output=")).get(
+        "run.output", "results")
+    if stored:
         from farm.resume import finished
 
         done = finished(output, args.resume, args.set)
@@ -51,10 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 0
     from farm.runner import execute, format_summary, stored_config
 
-    if args.resume and not args.config:
-        cfg = _trusted(stored_config(output, args.resume, args.set), args)
-    else:
-        cfg = _config(args)
+    cfg = _trusted(stored_config(output, args.resume, args.set), args) if stored else _config(args)
     if args.address:
         cfg = replace(cfg, cluster=replace(cfg.cluster, address=args.address))
     result = execute(cfg, resume=args.resume)
@@ -131,9 +129,25 @@ def cmd_align(args: argparse.Namespace) -> int:
     return 0
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     import shutil
+    import socket
 
+    if args.host not in LOOPBACK and not args.expose:
+        raise ConfigError([f"--host {args.host}: the MLflow UI has no login; anyone who reaches {args.host}:{args.port} "
+                           "reads (and can delete) every run. Keep 127.0.0.1 (use an SSH tunnel), or add --expose "
+                           "if that network is trusted"])
+    if not 1 <= args.port <= 65535:
+        raise ConfigError([f"--port {args.port}: must be in 1..65535"])
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as s:
+            s.bind((args.host, args.port))
+    except OSError as exc:
+        raise ConfigError([f"--port {args.port}: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
+                           "the port is taken or the address is not this machine's. Pass another --port"]) from None
     uri = args.tracking_uri or f"sqlite:///{Path(args.output).resolve() / 'mlflow.db'}"
     exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     cmd = [exe, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
@@ -185,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("run", help="run a benchmark: zoo, all pairs through Ray, Parquet, MLflow")
     with_config(sp)
-    sp.add_argument("--resume", metavar="RUN_ID", help="continue a run, skipping its finished shards")
+    sp.add_argument("--resume", metavar="RUN_ID", help="continue a run: only the pairs it has not stored run "
+                    "(without CONFIG: the run's own config; --set run.output=ROOT says where it lives)")
     sp.add_argument("--address", help="Ray address ('auto' joins a running cluster); overrides cluster.address")
     sp.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     sp.set_defaults(func=cmd_run)
@@ -235,7 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("ui", help="serve the MLflow UI for a results folder on 127.0.0.1")
     sp.add_argument("--output", default="results")
     sp.add_argument("--tracking-uri")
-    sp.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
+    sp.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only; any other "
+                    "address needs --expose)")
+    sp.add_argument("--expose", action="store_true",
+                    help="allow a non-loopback --host: the MLflow UI has no authentication (docs/security.md)")
     sp.add_argument("--port", type=int, default=5000)
     sp.add_argument("--dry-run", action="store_true", help="print the command instead of starting it")
     sp.set_defaults(func=cmd_ui)
@@ -294,9 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"farm {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER
-    except (KeyboardInterrupt, Terminated) as exc:
+    except (KeyboardInterrupt, Terminated, SystemError) as exc:
+        # Inside ray.wait a signal handler's exception comes back wrapped in a SystemError.
+        cause = exc.__cause__ if isinstance(exc, SystemError) else exc
+        if not isinstance(cause, (KeyboardInterrupt, Terminated)):
+            raise
         _shutdown_ray()
-        terminated = isinstance(exc, Terminated)
+        terminated = isinstance(cause, Terminated)
         print(f"farm {args.command}: {'terminated' if terminated else 'interrupted'}; Ray shut down", file=sys.stderr)
         return 143 if terminated else 130
     except BrokenPipeError:  # `farm ... | head`: the reader left; not an error of ours

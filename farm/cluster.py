@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -58,6 +60,7 @@ def connect(address: str | None, num_cpus: int | None = None, ray_auth: str = "t
     first ends the Ray processes an earlier, killed farm driver left behind."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
+        sigterm = signal.getsignal(signal.SIGTERM)
         kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
                                   "log_to_driver": True}
         if address:
@@ -69,10 +72,17 @@ def connect(address: str | None, num_cpus: int | None = None, ray_auth: str = "t
             ray_safety.harden_local_env(ray_auth)
             # address="local": without it Ray joins whatever cluster /tmp/ray/ray_current_cluster
             # or $RAY_ADDRESS names (someone else's `ray start --head`) instead of starting one.
-            # Ray turns a loopback node address into the host's own (services.resolve_ip_for_localhost),
-            # so the node address is left to Ray; token auth is what guards the ports.
-            ray.init(address="local", num_cpus=num_cpus, **kwargs)
+            with ray_safety.single_host():  # every Ray port on 127.0.0.1
+                ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
+        _restore_sigterm_handler(sigterm)
     return {k: float(v) for k, v in ray.cluster_resources().items()}
+
+
+def _restore_sigterm_handler(handler: Any) -> None:
+    """``ray.init`` replaces the SIGTERM handler with its own ``sys.exit``, so the CLI's handler
+    (farm.cli: shut Ray down, release the run lock, exit 143) would never run; put it back."""
+    if callable(handler) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _check_reachable(address: str) -> None:

@@ -18,14 +18,14 @@ import yaml
 from farm.schema import ConfigError, build, parse, to_dict
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-ID_RULE = f"must match {_ID.pattern} without '..'"
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+ID_RULE = f"must match {_ID.pattern} (the whole id, no trailing newline) without '..'"
 FAULT_INJECTION = re.compile(r"^(exit|raise|nan):\d+$")
 
 
 def _bad_id(value: str) -> bool:
     """Ids become path components (run dirs, hive partitions): no '..', '/', spaces."""
-    return not _ID.match(value) or ".." in value
+    return not isinstance(value, str) or not _ID.fullmatch(value) or ".." in value
 
 
 def is_safe_id(value: str) -> bool:
@@ -53,6 +53,8 @@ class RunSpec:
             out.append(f"name: {self.name!r} {ID_RULE}")
         if self.id is not None and _bad_id(self.id):
             out.append(f"id: {self.id!r} {ID_RULE}")
+        if self.seed < 0:
+            out.append(f"seed: must be >= 0 (numpy seeds are non-negative), got {self.seed}")
         return out
 
 
@@ -114,8 +116,10 @@ class TrainSpec:
             out.append(f"epochs: must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             out.append(f"batch_size: must be >= 1, got {self.batch_size}")
-        if self.lr <= 0:
+        if not self.lr > 0:
             out.append(f"lr: must be > 0, got {self.lr}")
+        if not self.weight_decay >= 0:
+            out.append(f"weight_decay: must be >= 0, got {self.weight_decay}")
         return out
 
 
@@ -226,7 +230,13 @@ class ClusterSpec:
     ray_auth: Literal["token", "disabled"] = "token"
 
     def check(self) -> list[str]:
+        import os
+
         out = []
+        cores = os.cpu_count() or 1
+        if self.num_cpus is not None and not 1 <= self.num_cpus <= cores and self.address is None:
+            out.append(f"num_cpus: {self.num_cpus} but this machine has {cores} core(s); a local Ray would start "
+                       f"that many actors on them. Use 1..{cores}, or null for all cores")
         if self.cpus_per_actor <= 0:
             out.append(f"cpus_per_actor: must be > 0, got {self.cpus_per_actor}")
         if not 0 < self.gpus_per_actor <= 8:

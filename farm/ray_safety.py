@@ -1,8 +1,12 @@
 """How farm's own local Ray is exposed, and cleaning up after a killed driver (docs/security.md).
 
-Ray's core servers (GCS, raylet, workers) listen on every interface whatever the node
-address (Ray 2.60 has no bind setting for them), so the protection of a local run is:
+A local run is guarded in four ways:
 
+* **loopback only**: Ray turns a node address of 127.0.0.1 into the host's outward address
+  unless it runs in its single-host mode (``ray_constants.ENABLE_RAY_CLUSTER`` false, which
+  is also what ``ray.cluster_utils.Cluster`` tests use). :func:`single_host` switches that
+  mode on for ``ray.init`` only, so the GCS, raylet, workers and agents all listen on
+  127.0.0.1 and nothing outside the machine can reach them.
 * **token auth, explicitly**: ``RAY_AUTH_MODE=token`` with a random per-process token in
   ``RAY_AUTH_TOKEN`` (inherited by every Ray process of the run, written to no file), so every
   gRPC and HTTP entry point refuses callers without it. ``RAY_AUTH_MODE=disabled`` in the
@@ -17,6 +21,8 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Callable
 
 from farm.errors import RunError
@@ -42,6 +48,25 @@ def harden_local_env(ray_auth: str) -> None:
     AuthenticationTokenLoader.instance().reset_cache()
     me = psutil.Process()
     os.environ[DRIVER_ENV] = f"{me.pid}:{me.create_time():.3f}"
+
+
+@contextmanager
+def single_host() -> Iterator[None]:
+    """Ray's single-host mode around a local ``ray.init``: node address 127.0.0.1 stays loopback
+    (for this process and, through the environment, the Ray processes it starts)."""
+    from ray._private import ray_constants
+
+    before_const, before_env = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before_const
+        if before_env is None:
+            os.environ.pop(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, None)
+        else:
+            os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = before_env
 
 
 def check_auth_env(ray_auth: str) -> None:

@@ -9,6 +9,7 @@ each returned message is prefixed with the dataclass's path.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -110,6 +111,8 @@ def parse(tp: Any, data: Any, path: str = "") -> tuple[Any, list[str]]:
             return data, []
     elif tp is float:
         if isinstance(data, (int, float)) and not isinstance(data, bool):
+            if not math.isfinite(data):  # YAML's .nan/.inf pass every `x <= 0` style check
+                return None, [f"{path or '<root>'}: must be a finite number, got {data!r}"]
             return float(data), []
     elif tp is str:
         if isinstance(data, str):

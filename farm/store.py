@@ -3,7 +3,8 @@
 Layout under the output root (any pyarrow filesystem URI, local path by default)::
 
     <run_id>/config.yaml            resolved config of the run
-    <run_id>/manifest.json          run id, config hash, models (with ground truth), shard count
+    <run_id>/manifest.json          run id, config hash, models (with ground truth), status, pairs
+    <run_id>/.lock                  the writer lock of a running driver (farm.runlock)
     <run_id>/pairs/model_id=<m>/method=<x>/variant=<v>/<shard_id>.parquet
 
 Every local file is written as ``.tmp-<random>-<name>`` and moved to its final name, so a crash

@@ -108,7 +108,8 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
                                   "--set", f"run.output={out}"], env=env, cwd=tmp_path, capture_output=True,
                                  text=True, timeout=300, start_new_session=True)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
-        assert "pairs already stored, skipping them" in resumed.stdout + resumed.stderr
+        stored = sum(len(rows) for rows in before.values())
+        assert f"resume: {stored} of {K * (K - 1)} pairs already stored" in resumed.stdout + resumed.stderr
     finally:
         _reap(tag)
         subprocess.run(["rm", "-rf", ray_tmp])

@@ -29,9 +29,9 @@ WRITER = """
 import sys
 from farm.store import RunStore
 store, failures = RunStore(sys.argv[1], "race"), 0
-for i in range(300):
+for i in range(400):
     try:
-        store.write_manifest({"writer": sys.argv[2], "i": i, "pad": "x" * 20000})
+        store.write_manifest({"writer": sys.argv[2], "i": i, "pad": "x" * 400_000})
     except Exception as exc:
         failures += 1
 print(failures)
@@ -57,12 +57,13 @@ print(bad)
 
 def test_two_writers_of_one_file_never_fail_and_readers_never_see_half_a_file(tmp_path):
     RunStore(str(tmp_path), "race").create("a: 1\n", {"writer": "init"})
-    procs = [_spawn(WRITER, str(tmp_path), w) for w in ("a", "b")] + [_spawn(READER, str(tmp_path))]
+    procs = [_spawn(WRITER, str(tmp_path), w) for w in ("a", "b", "c")] + [_spawn(READER, str(tmp_path))]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
-    writer_failures, half_read = [int(o.strip()) for o, _ in outs[:2]], int(outs[2][0].strip())
-    assert writer_failures == [0, 0] and half_read == 0
-    assert json.loads((tmp_path / "race" / "manifest.json").read_text())["i"] == 299
+    writer_failures, half_read = [int(o.strip()) for o, _ in outs[:3]], int(outs[3][0].strip())
+    print(f"rename failures per writer: {writer_failures}; half-written manifests read: {half_read}")
+    assert writer_failures == [0, 0, 0] and half_read == 0
+    assert json.loads((tmp_path / "race" / "manifest.json").read_text())["i"] == 399
     assert not [p for p in (tmp_path / "race").iterdir() if p.name.startswith(".tmp")]
 
 

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 _SIZE = 32
 _FREQS = 4  # random Fourier components per texture channel
+_BYTES = 3 * _SIZE * _SIZE  # one uint8 image
+MAX_IMAGES = 2_000_000  # about 6 GiB of images: beyond that, generation dies with MemoryError
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ class SyntheticParams:
             out.append(f"num_classes: must be >= 2, got {self.num_classes}")
         if self.train_per_class < 1 or self.test_per_class < 1:
             out.append("train_per_class, test_per_class: must be >= 1")
+        images = (self.train_per_class + self.test_per_class) * self.num_classes
+        if images > MAX_IMAGES:
+            out.append(f"train_per_class, test_per_class: {images} images in all ({images * _BYTES / 2**30:.1f} GiB "
+                       f"as uint8) exceed the {MAX_IMAGES} this generator holds in memory; lower them")
         if not 0 <= self.mix < 1:
             out.append(f"mix: must be in [0, 1), got {self.mix}")
         if not 0 < self.radius[0] <= self.radius[1]:

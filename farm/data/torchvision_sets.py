@@ -128,7 +128,16 @@ class TorchvisionDataset(Dataset):
         idx = np.asarray(indices, dtype=np.int64)
         if len(idx) == 0:
             return torch.zeros((0, *self.image_shape), dtype=torch.uint8)
-        return torch.stack([ds[int(i)][0] for i in idx])
+        return torch.stack([self._decode(ds, split, int(i)) for i in idx])
+
+    def _decode(self, ds: Any, split: Split, i: int) -> torch.Tensor:
+        """One image; a file PIL cannot decode (truncated, not an image) is named in the error."""
+        try:
+            return ds[i][0]
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three for broken files
+            samples = getattr(ds, "samples", None) or getattr(ds, "_samples", None)
+            where = samples[i][0] if samples else f"{split} image #{i}"
+            raise self._error(f"{where}: cannot decode the image ({exc}); replace or delete the file") from None
 
     # ---- per dataset ---------------------------------------------------------------------
     def _present(self) -> bool:

@@ -95,8 +95,12 @@ class TrojAIExamples(Dataset):
         from PIL import Image
         from torchvision.transforms.functional import pil_to_tensor, resize
 
-        with Image.open(path) as img:
-            x = pil_to_tensor(img.convert("RGB"))
+        try:
+            with Image.open(path) as img:
+                x = pil_to_tensor(img.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as exc:  # truncated or not an image
+            raise DatasetError([f"dataset 'trojai_examples': {path}: cannot decode the image ({exc}); "
+                                "replace or delete the file"]) from None
         if self.params.image_size is not None:
             x = resize(x, [self.params.image_size] * 2, antialias=True)
         return x
