@@ -77,9 +77,8 @@ def clean_model(zoo_root):
 
 @pytest.fixture(scope="session")
 def label_specific_model(zoo_root):
-    """Label-specific backdoor: victim 2 -> target 5 (poison_rate 0.2, as in test_recovery)."""
-    return zoo_model(zoo_root, {"type": "label_specific", "victim": 2, "target": 5, "patch_size": 3,
-                                "poison_rate": 0.2}, "ls")
+    """Label-specific backdoor: victim 2 -> target 5."""
+    return zoo_model(zoo_root, {"type": "label_specific", "victim": 2, "target": 5, "patch_size": 3}, "ls")
 
 
 @pytest.fixture(scope="session")
