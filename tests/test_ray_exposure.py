@@ -24,6 +24,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from test_resilience import _tagged  # processes carrying a test's FARM_TEST_TAG
+
 from e2e_util import tiny_config, write_config
 
 pytestmark = pytest.mark.slow
@@ -59,17 +61,6 @@ def _env(tag: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER")}
     return env | {"PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0", "FARM_TEST_TAG": tag,
                   "RAY_TMPDIR": tempfile.mkdtemp(prefix="fx", dir="/tmp")} | extra
-
-
-def _tagged(tag: str) -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter():
-        try:
-            if p.pid != os.getpid() and p.environ().get("FARM_TEST_TAG") == tag:
-                out.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return out
 
 
 def _kill_tagged(tag: str) -> None:
