@@ -96,11 +96,12 @@ def check(device: torch.device, pairs: list[int], epochs: int, precisions: list[
     return pd.DataFrame(records)
 
 
-def paper_setting(device: torch.device, precisions: list[str], epochs: int, compile_step: bool) -> pd.DataFrame:
+def paper_setting(device: torch.device, precisions: list[str], epochs: int, compile_step: bool,
+                  arch: str = "resnet20") -> pd.DataFrame:
     """Issue #11's GPU goal measured directly: every pair of a 10-class 32×32 ResNet20 (90) through ours
     at ``epochs`` (the paper: 1000) and N = 50, as ONE batch of P = 90, against the baseline's
     pair-epochs/s on the same model (timed on 2 pairs, extrapolated to 90 × ``epochs``)."""
-    model = _frozen("resnet20", device)
+    model = _frozen(arch, device)
     pairs = [(v, t) for v in range(NUM_CLASSES) for t in range(NUM_CLASSES) if v != t]
     g = torch.Generator().manual_seed(1)
     images = torch.rand(len(pairs), N, *SHAPE, generator=g).to(device)
@@ -123,10 +124,10 @@ def paper_setting(device: torch.device, precisions: list[str], epochs: int, comp
             out = method.invert(step_model, batch)
             _sync(device)
             seconds = time.perf_counter() - start
-        rec = {"pairs": len(pairs), "epochs": epochs, "precision": precision, "compile": compiled,
+        rec = {"arch": arch, "pairs": len(pairs), "epochs": epochs, "precision": precision, "compile": compiled,
                "seconds": seconds, "baseline_seconds_est": base_seconds, "x_baseline": base_seconds / seconds,
                "peak_mib": _peak(device), "converged": sum(bool(o.converged) for o in out)}
-        print("paper setting (ResNet20, ours, 90 pairs, P = 90): "
+        print("paper setting (ours, 90 pairs, P = 90): "
               + "  ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()),
               flush=True)
         records.append(rec)
@@ -153,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {name}, torch {torch.__version__}, threads {torch.get_num_threads()}", flush=True)
     start = time.perf_counter()
     if args.paper_epochs > 0:
-        paper = paper_setting(device, precisions, args.paper_epochs, args.compile)
+        paper = paper_setting(device, precisions, args.paper_epochs, args.compile,
+                              arch="small_cnn" if tiny else "resnet20")
         print(paper.to_string(index=False), flush=True)
         if args.out:
             paper.to_csv(args.out.removesuffix(".csv") + "-paper.csv", index=False)

@@ -106,6 +106,9 @@ def test_device_check_script_runs_without_ray_or_mlflow(tmp_path):
     assert {"baseline", "P", "auto"} <= set(df.config)
     assert {"fp32", "bf16"} <= set(df.precision)
     assert (df.pair_epochs_per_s > 0).all()
+    paper = pd.read_csv(tmp_path / "check-paper.csv")  # the paper-setting run: all 90 pairs as one batch
+    assert set(paper.precision) == {"fp32", "bf16"} and (paper.pairs == 90).all()
+    assert (paper.seconds > 0).all() and (paper.x_baseline > 0).all()
 
 
 @pytest.mark.slow
