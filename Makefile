@@ -16,11 +16,15 @@ install: $(STAMP)
 run: $(STAMP)
 	RAY_USAGE_STATS_ENABLED=0 $(BIN)/farm run configs/default.yaml
 
+# Two pytest workers, each test module whole on one worker (module fixtures run once), the
+# longest modules first (tests/conftest.py); TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest
+	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-quick: $(STAMP)
-	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -m "not slow"
+	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

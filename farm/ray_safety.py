@@ -11,8 +11,9 @@ A local run is guarded in four ways:
   ``RAY_AUTH_TOKEN`` (inherited by every Ray process of the run, written to no file), so every
   gRPC and HTTP entry point refuses callers without it. ``RAY_AUTH_MODE=disabled`` in the
   environment is refused unless the config says ``cluster.ray_auth: disabled``.
-* **metrics off**: ``RAY_enable_metrics_collection=0`` unless the user set it, so no
-  unauthenticated Prometheus endpoint is opened.
+* **metrics off**: ``RAY_enable_metrics_collection=0`` unless the user set it, so the node
+  metrics agent exports nothing (the dashboard head's and autoscaler's exporters cannot be
+  switched off in Ray 2.60; single-host mode keeps them on loopback, docs/security.md).
 * **orphans**: every process of a local Ray carries ``FARM_RAY_DRIVER=<pid>:<start time>`` of
   the driver that started it. A driver killed by SIGKILL cannot stop its Ray; the next farm
   command that starts a local Ray ends the processes whose driver is gone (same user only).

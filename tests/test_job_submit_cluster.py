@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -54,7 +55,11 @@ def _ray_ports() -> list[str]:
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
-    """Head (no CPUs: the job's driver only) plus one worker node with one CPU; token auth."""
+    """Head (no CPUs: the job's driver only) plus one worker node with one CPU; token auth.
+
+    The worker runs in its own mount namespace with an empty tmpfs over ``head_only``: a folder
+    that exists on the head but that the worker node cannot see, as a node-local path on a real
+    cluster (None where ``unshare`` is not permitted)."""
     tag = uuid.uuid4().hex
     # The nodes' environment has the farm's dependencies (a lab's image or venv): `python` in the
     # job's entry point is this venv's.
@@ -72,11 +77,16 @@ def ray_cluster(tmp_path_factory):
                               stderr=subprocess.STDOUT, start_new_session=True)]
     try:
         _wait_dashboard(env, dash, procs[0])
-        procs.append(subprocess.Popen([RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", *_ray_ports()],
-                                      env=env, stdout=open(logs / "worker.log", "wb"), stderr=subprocess.STDOUT,
+        head_only = tmp_path_factory.mktemp("head-only")
+        worker = [RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", *_ray_ports()]
+        if shutil.which("unshare") and subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0:
+            worker = ["unshare", "-m", "sh", "-c", f'mount -t tmpfs farm-test "{head_only}" && exec "$@"', "sh", *worker]
+        else:
+            head_only = None
+        procs.append(subprocess.Popen(worker, env=env, stdout=open(logs / "worker.log", "wb"), stderr=subprocess.STDOUT,
                                       start_new_session=True))
         _wait_nodes(env, port, 2)
-        yield {"env": env, "dashboard": f"http://127.0.0.1:{dash}"}
+        yield {"env": env, "dashboard": f"http://127.0.0.1:{dash}", "head_only": head_only}
     finally:
         for proc in reversed(procs):
             try:
@@ -194,3 +204,23 @@ def test_job_with_a_checkpoint_the_cluster_cannot_see_fails_fast(tmp_path, servi
     logs = _ray_job(ray_cluster, "logs", "bench-2")
     assert missing in logs, logs[-3000:]
     assert "Traceback" not in logs, logs[-3000:]
+
+
+@pytest.mark.timeout(300)
+def test_job_whose_zoo_folder_a_worker_cannot_see_fails_fast(tmp_path, services_up, ray_cluster):
+    """Two zoo models train as Ray tasks on the worker node; their run.zoo_dir exists on the head
+    only (the worker sees an empty tmpfs there): the job fails before training, naming the folder
+    and the node, instead of the driver silently training everything again by itself."""
+    if ray_cluster["head_only"] is None:
+        pytest.skip("needs `unshare -m` (root or user namespaces) to give the worker node a private folder")
+    s3, _ = services_up
+    zoo = ray_cluster["head_only"] / "zoo"
+    cfg = tiny_config(tmp_path, run={"name": "job", "id": "job3", "output": f"s3://{BUCKET}/runs", "seed": 0,
+                                     "zoo_dir": str(zoo)})
+    cfg["tracking"] = {"enabled": False}
+    res = _submit(ray_cluster, _laptop(tmp_path, cfg), s3, "bench-3")
+    assert res.returncode != 0
+    logs = _ray_job(ray_cluster, "logs", "bench-3")
+    assert f"run.zoo_dir {zoo} is not the same folder on every Ray node" in logs, logs[-3000:]
+    assert re.search(r"node \S+ \([0-9a-f]{8}\): FileNotFoundError", logs) and "Traceback" not in logs, logs[-3000:]
+    assert not list(zoo.glob("*/meta.json")), "no model may train before the check"

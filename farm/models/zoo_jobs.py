@@ -3,7 +3,10 @@
 Training happens once per zoo key (the hash of what determines the weights), so two config
 entries that differ only in their id share one model, and a second run reuses the cache.
 Tasks write into the zoo folder themselves: on a multi-node cluster ``run.zoo_dir`` must be
-shared storage (docs/cluster.md); locally it is just a folder.
+shared storage (docs/cluster.md); locally it is just a folder. Before the first task,
+:func:`check_nodes_see` proves that every node that may train sees the driver's folder: a node
+with a private folder of that name would otherwise train into it, and the driver would then
+train every such model again by itself, slowly and without a word.
 """
 from __future__ import annotations
 
@@ -36,6 +39,53 @@ def ensure_models(items: Items, zoo_dir: Path, log: Callable[[str], None],
     return entries
 
 
+def check_nodes_see(folder: Path, log: Callable[[str], None]) -> None:
+    """Fail unless every alive Ray node with CPUs reads a probe file the driver wrote into
+    ``folder`` and can write its own there (one task pinned to each node)."""
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from farm.errors import RunError
+
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+    if len(nodes) < 2 and all(n["NodeID"] == ray.get_runtime_context().get_node_id() for n in nodes):
+        return  # the driver's own node only: the folder is the driver's
+    folder.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    probe = folder / f".farm-probe-{token}"
+    probe.write_text(token)
+
+    @ray.remote(num_cpus=0)
+    def _sees(path: str, expect: str) -> str | None:
+        p = Path(path)
+        try:
+            if p.read_text() != expect:
+                return "holds another file of that name"
+            mine = p.with_name(p.name + "-" + uuid.uuid4().hex)
+            mine.write_text(expect)
+            mine.unlink()
+        except OSError as exc:
+            return f"{type(exc).__name__}: {exc.strerror or exc}"
+        return None
+
+    try:
+        refs = {n["NodeManagerAddress"] + f" ({n['NodeID'][:8]})": _sees.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(probe), token)
+            for n in nodes}
+        problems = {node: err for node, err in zip(refs, ray.get(list(refs.values()), timeout=120)) if err}
+    finally:
+        probe.unlink(missing_ok=True)
+    if problems:
+        lines = "; ".join(f"node {node}: {err}" for node, err in problems.items())
+        raise RunError(f"run.zoo_dir {folder} is not the same folder on every Ray node ({lines}). Zoo models "
+                       "train on any node and the driver reads them back: set run.zoo_dir to storage every node "
+                       "mounts (NFS/EFS), or train the zoo first where that folder is (`farm zoo CONFIG` on the head, "
+                       "without --address) so no worker needs it")
+    log(f"zoo: {len(nodes)} Ray node(s) see {folder}")
+
+
 def ray_trainer(cpus: float) -> Trainer:
     """A :data:`Trainer` that runs one Ray task per model, each with ``cpus`` CPUs."""
 
@@ -50,6 +100,7 @@ def ray_trainer(cpus: float) -> Trainer:
             entry = ensure_model(spec, ds, Path(folder), lambda msg: print(f"[{spec.id}] {msg}", flush=True))
             return entry.key
 
+        check_nodes_see(zoo_dir, log)
         threads = max(1, int(cpus))
         ray.get([_train.remote(spec, ds, str(zoo_dir), threads) for spec, ds in items])
 
