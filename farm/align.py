@@ -169,16 +169,30 @@ def run_config(store: RunStore) -> Any:
 
 def align_run(run_id: str, output: str = "results", ref: str = REF_METHOD, log_fn: Log = print,
               address: str | None = None, trust_code: bool = False) -> str:
-    """Align every (model, variant, pair) of a run against ``ref``; returns the align folder."""
+    """Align every (model, variant, pair) of a run against ``ref``; returns the align folder.
+
+    Holds the run's lock (farm.runlock) while it writes, so it refuses a run still being written."""
+    from farm.runner import RunError
+
+    store = RunStore(output, run_id)
+    if not store.exists():
+        raise RunError(f"no run {run_id!r} under {output!r}")
+    lock = store.lock()  # align writes into the run folder: never beside a live run or another align
+    try:
+        return _align_locked(store, run_id, output, ref, log_fn, address, trust_code)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _align_locked(store: RunStore, run_id: str, output: str, ref: str, log_fn: Log, address: str | None,
+                  trust_code: bool) -> str:
     import ray
 
     from farm import cluster
     from farm.grid import select_pairs
     from farm.runner import RunError, pair_images, prepare_models
 
-    store = RunStore(output, run_id)
-    if not store.exists():
-        raise RunError(f"no run {run_id!r} under {output!r}")
     cfg = run_config(store)
     if trust_code:
         cfg = trusting_code(cfg)

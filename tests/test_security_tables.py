@@ -115,3 +115,15 @@ def test_written_tables_leave_no_temp_files(received, tmp_path, capsys):
     assert code == 0, text
     files = [p for p in (tmp_path / "t").rglob("*") if p.is_file()]
     assert len(files) > 20 and not [p for p in files if p.name.startswith(".tmp")]
+
+
+@pytest.mark.parametrize("value", [10**9, 1, "10", True])
+def test_absurd_class_count_in_a_received_manifest_is_refused(received, tmp_path, capsys, value):
+    """A manifest claiming 10⁹ classes would make the K(K-1) pair grid hang the reader."""
+    manifest_path = received / "fixture" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    model = sorted(manifest["models"])[0]
+    manifest["models"][model]["num_classes"] = value
+    manifest_path.write_text(json.dumps(manifest))
+    code, err = _tables(capsys, received, tmp_path / "t", "--no-mlflow")
+    assert code == 2 and f"num_classes={value!r}" in err and "[2, 4096]" in err and "Traceback" not in err, err

@@ -116,6 +116,9 @@ def test_resume_of_a_run_another_process_is_writing_is_refused(tmp_path, capsys)
         assert code == 2 and "being written by another farm process" in err and f"pid {holder.pid}" in err, err
         code = main(["run", str(tmp_path / "c.yaml")])  # a fresh run with the same id: refused too
         assert code == 2 and "already exists" in capsys.readouterr().err
+        code = main(["align", "busy", "--output", str(tmp_path)])  # align writes into the run folder too
+        err = capsys.readouterr().err
+        assert code == 2 and "being written by another farm process" in err and "Traceback" not in err, err
     finally:
         holder.communicate("", timeout=30)
     # The holder is gone (its lock died with it): the run can be resumed again.

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from farm.errors import RunError
 from farm.methods import METHODS, STOP_REASONS
 from farm.metrics import ROBUSTNESS, summarise_sizes
 from farm.report import paper
@@ -440,6 +441,15 @@ def figures(data: RunData) -> dict[str, bytes]:
 
 
 # ---- orchestration -------------------------------------------------------------------------
+MAX_CLASSES = 4096  # the pair grid and K×K heat maps are O(K²): ImageNet's 1000 fits, 10⁶ would hang
+
+
+def _class_count(value: Any, model: str, run_dir: str) -> int:
+    """A manifest's class count, checked: a received folder is untrusted (docs/security.md)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= MAX_CLASSES:
+        raise RunError(f"{run_dir}/manifest.json: model {model!r} has num_classes={value!r}; expected an integer "
+                       f"in [2, {MAX_CLASSES}]. The folder was altered or is not a farm run")
+    return value
 def load(output: str, run_id: str, log_fn: Log = print, align: bool = False, trust_code: bool = False) -> RunData:
     """Read a run's rows and context from its folder (nothing else); with ``align``, run a
     missing alignment first when the run's models are here (that loads and runs them)."""
@@ -463,7 +473,7 @@ def load(output: str, run_id: str, log_fn: Log = print, align: bool = False, tru
         raise RunError(f"run {run_id}: stored config has invalid pairs: {'; '.join(problems)}")
     seed = int(raw.get("run", {}).get("seed", 0))
     models = manifest.get("models", {})
-    num_classes = {m: int(v["num_classes"]) for m, v in models.items()}
+    num_classes = {m: _class_count(v.get("num_classes"), m, store.run_dir) for m, v in models.items()}
     expected = {m: [(p.victim, p.target) for p in select_pairs(pairs_spec, k, seed) if not p.universal]
                 for m, k in num_classes.items()}
     methods = [(m["name"], v) for m in raw.get("methods", []) for v in m.get("variants", ["plain"])]
