@@ -305,10 +305,13 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
 
 
-def _shutdown_ray() -> None:
+def _shutdown_ray() -> bool:
+    """Shut down this process's Ray, if it started or joined one (not with ``--local``)."""
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
+        return True
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,9 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         cause = exc.__cause__ if isinstance(exc, SystemError) else exc
         if not isinstance(cause, (KeyboardInterrupt, Terminated)):
             raise
-        _shutdown_ray()
+        ray_note = "; Ray shut down" if _shutdown_ray() else ""
         terminated = isinstance(cause, Terminated)
-        print(f"farm {args.command}: {'terminated' if terminated else 'interrupted'}; Ray shut down", file=sys.stderr)
+        print(f"farm {args.command}: {'terminated' if terminated else 'interrupted'}{ray_note}", file=sys.stderr)
         return 143 if terminated else 130
     except BrokenPipeError:  # `farm ... | head`: the reader left; not an error of ours
         sys.stdout = open(os.devnull, "w")

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from farm.config import ClusterSpec, RunSpec
+from farm.errors import RunError
 from farm.execution import (FailedCallback, JobContext, RowsCallback, WorkItem, fault_setting, next_attempt,
                             short_reason)
 from farm.worker import ExecOptions, ModelPayload, PairImages, ShardExecutor, pick_device
@@ -39,6 +40,9 @@ class LocalExecutor:
 
     def __init__(self, spec: ClusterSpec, run: RunSpec):
         self.spec = spec
+        if run.device == "cuda" and not torch.cuda.is_available():
+            raise RunError("run.device is 'cuda' but this machine has no CUDA device (--local runs here); "
+                           "set run.device: auto or cpu")
         self.device = pick_device(run.device)
         self.options = ExecOptions.from_run(run)
         self.train_device = str(self.device)  # zoo training is a GPU's job where there is one

@@ -232,6 +232,7 @@ def _run(cfg: Config, store: RunStore, resume: str | None, log_fn: Log, started:
     num_classes = {mid: m.num_classes for mid, m in models.items()}
     manifest = {
         "run_id": store.run_id, "config_hash": cfg.hash(), "created": datetime.now(timezone.utc).isoformat(),
+        "executor": executor.detail,
         "models": {mid: {"dataset": m.spec.dataset, "arch": m.spec.arch, "num_classes": m.num_classes,
                          "class_names": m.dataset.class_names, **m.payload.info,
                          "zoo": {k: v for k, v in m.meta.items() if k in ("key", "clean_acc", "asr")}}
@@ -270,8 +271,7 @@ def _run(cfg: Config, store: RunStore, resume: str | None, log_fn: Log, started:
         if s.job.key not in contexts:
             m = models[s.job.model_id]
             contexts[s.job.key] = JobContext(refs[s.job.model_id], image_refs[s.job.model_id],
-                                                     json.loads(s.job.params_json), m.payload.info,
-                                                     m.dataset.image_shape)
+                                             json.loads(s.job.params_json), m.payload.info, m.dataset.image_shape)
     progress = Progress(total_pairs, done_pairs)
 
     def on_rows(item: WorkItem, rows: list[dict[str, Any]]) -> None:
