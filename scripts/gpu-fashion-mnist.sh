@@ -8,9 +8,9 @@
 # without any method; this way the first run's tables exist even if CW does not finish.
 #
 # Run from anywhere:  bash scripts/gpu-fashion-mnist.sh [--set K=V ...]
-# Extra arguments go to the first run; CW_ARGS (words split on spaces, e.g.
-# CW_ARGS='--set methods.0.params.max_rounds=50') to the CW run. A rerun that resumes must pass
-# the same ones (they are part of the config hash).
+# Extra arguments go to both runs (the CW run then replaces `methods`); CW_ARGS (words split on
+# spaces, e.g. CW_ARGS='--set methods.0.params.max_rounds=50') to the CW run only. A rerun that
+# resumes must pass the same ones (they are part of the config hash).
 # Needs python3 (or $PYTHON) with torch, torchvision, numpy, pandas, pyarrow, pyyaml, matplotlib
 # (tqdm optional), no network, and the four Fashion-MNIST IDX files (.gz or not) in
 # data/fashion-mnist/ (git-ignored): `apt-get install dataset-fashion-mnist` puts them in
@@ -60,7 +60,7 @@ main() {
   phase "$RUN_ID" "$@" || return
   local cw_args=()
   read -ra cw_args <<< "${CW_ARGS:-}"
-  phase "$RUN_ID-cw" --set 'methods=[{name: cw}]' --set "run.id=$RUN_ID-cw" "${cw_args[@]}"
+  phase "$RUN_ID-cw" "$@" --set 'methods=[{name: cw}]' --set "run.id=$RUN_ID-cw" "${cw_args[@]}"
 }
 
 # One resumable run (id $1, extra farm run arguments after it) and its tables.
@@ -86,7 +86,11 @@ phase() {
     echo "$run_id: incomplete; stored shards are kept in $RESULTS/$run_id; rerun this script to continue"
     return "$status"
   fi
-  "$PY" -m farm tables "$run_id" --output "$RESULTS" --no-mlflow
+  if [[ $RESULTS/$run_id/tables -nt $RESULTS/$run_id/manifest.json ]]; then
+    echo "$run_id: tables are up to date in $RESULTS/$run_id/tables"
+  else
+    "$PY" -m farm tables "$run_id" --output "$RESULTS" --no-mlflow
+  fi
 }
 
 mkdir -p "$RESULTS"
