@@ -1,7 +1,8 @@
 """The ``farm`` command. User errors print one clear message and exit 2, never a traceback.
 
 Heavy dependencies (Ray, MLflow) are imported by the subcommands that need them, so
-``farm validate`` is instant and ``farm bench`` runs on machines without Ray or MLflow.
+``farm validate`` is instant and ``farm bench`` and ``farm run --local`` run on machines without Ray
+or MLflow.
 """
 from __future__ import annotations
 
@@ -53,8 +54,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from farm.runner import execute, format_summary, stored_config
 
     cfg = _trusted(stored_config(output, args.resume, args.set), args) if stored else _config(args)
+    if args.local and args.address:
+        raise ConfigError(["--local runs without Ray; --address joins a Ray cluster. Pass one of them"])
     if args.address:
         cfg = replace(cfg, cluster=replace(cfg.cluster, address=args.address))
+    if args.local:
+        cfg = replace(cfg, cluster=replace(cfg.cluster, executor="local", address=None))
     result = execute(cfg, resume=args.resume)
     print()
     print(format_summary(result.frame))
@@ -197,11 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override a config field, e.g. --set methods.0.params.epochs=50 (repeatable)")
 
-    sp = sub.add_parser("run", help="run a benchmark: zoo, all pairs through Ray, Parquet, MLflow")
+    sp = sub.add_parser("run", help="run a benchmark: zoo, all pairs through Ray (or --local), Parquet, MLflow")
     with_config(sp)
     sp.add_argument("--resume", metavar="RUN_ID", help="continue a run: only the pairs it has not stored run "
                     "(without CONFIG: the run's own config; --set run.output=ROOT says where it lives)")
     sp.add_argument("--address", help="Ray address ('auto' joins a running cluster); overrides cluster.address")
+    sp.add_argument("--local", action="store_true", help="no Ray: run the shards one after another in this "
+                    "process on one device (CUDA if present); same as --set cluster.executor=local")
     sp.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     sp.set_defaults(func=cmd_run)
 
@@ -298,10 +305,13 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
 
 
-def _shutdown_ray() -> None:
+def _shutdown_ray() -> bool:
+    """Shut down this process's Ray, if it started or joined one (not with ``--local``)."""
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
+        return True
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,9 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         cause = exc.__cause__ if isinstance(exc, SystemError) else exc
         if not isinstance(cause, (KeyboardInterrupt, Terminated)):
             raise
-        _shutdown_ray()
+        ray_note = "; Ray shut down" if _shutdown_ray() else ""
         terminated = isinstance(cause, Terminated)
-        print(f"farm {args.command}: {'terminated' if terminated else 'interrupted'}; Ray shut down", file=sys.stderr)
+        print(f"farm {args.command}: {'terminated' if terminated else 'interrupted'}{ray_note}", file=sys.stderr)
         return 143 if terminated else 130
     except BrokenPipeError:  # `farm ... | head`: the reader left; not an error of ours
         sys.stdout = open(os.devnull, "w")

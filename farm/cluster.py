@@ -20,9 +20,7 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -32,24 +30,11 @@ import torch
 from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
 from farm import ray_safety
-from farm.config import FAULT_INJECTION, ClusterSpec, ConfigError
+from farm.config import ClusterSpec, RunSpec
+from farm.execution import (FAULT_ENV, FailedCallback, JobContext, Progress, RowsCallback, WorkItem, fault_setting,
+                            next_attempt, short_reason)
 from farm.grid import Job, Shard
 from farm.worker import ExecOptions, ModelPayload, PairImages, ShardExecutor
-
-log = logging.getLogger("farm.cluster")
-
-
-FAULT_ENV = "FARM_FAULT_INJECTION"
-
-
-def fault_setting(spec: ClusterSpec) -> str | None:
-    """``cluster.fault_injection``, else ``$FARM_FAULT_INJECTION`` (to exercise the retry path
-    of a deployed cluster without editing its config); off by default."""
-    value = spec.fault_injection or os.environ.get(FAULT_ENV) or None
-    if value and not FAULT_INJECTION.match(value):
-        raise ConfigError([f"${FAULT_ENV}: expected 'exit:<n>', 'raise:<n>' or 'nan:<n>', got {value!r}; "
-                           f"unset it for a normal run"])
-    return value
 
 
 def connect(address: str | None, num_cpus: int | None = None, ray_auth: str = "token",
@@ -145,24 +130,6 @@ def measure_pairs_per_batch(place: Placement, payload: ModelPayload, method: str
 
 
 @dataclass
-class JobContext:
-    """What an actor of a job needs, already in the object store."""
-
-    payload_ref: Any
-    images_ref: Any
-    params: dict[str, Any]
-    payload_info: dict[str, Any]
-    image_shape: tuple[int, int, int]
-
-
-@dataclass
-class WorkItem:
-    shard: Shard
-    shard_no: int  # position in the run's full shard list (fault injection, logs)
-    attempt: int = 1
-
-
-@dataclass
 class _Slot:
     actor: Any
     job: Job
@@ -205,8 +172,7 @@ def placement(spec: ClusterSpec, resources: dict[str, float], device_pref: str,
 
 def run_shards(items: list[WorkItem], contexts: dict[tuple[str, str, str], JobContext], spec: ClusterSpec,
                place: Placement, batch_size: int, run_id: str, config_hash: str,
-               on_rows: Callable[[WorkItem, list[dict[str, Any]]], None],
-               on_failed: Callable[[WorkItem, str], None]) -> None:
+               on_rows: RowsCallback, on_failed: FailedCallback) -> None:
     """Run every work item to completion (success or stored failure)."""
     fault = fault_setting(spec)
     pending: dict[tuple[str, str, str], deque[WorkItem]] = {}
@@ -235,14 +201,9 @@ def run_shards(items: list[WorkItem], contexts: dict[tuple[str, str, str], JobCo
         ray.kill(slot.actor, no_restart=True)
 
     def retry_or_fail(item: WorkItem, reason: str) -> None:
-        if item.attempt >= spec.max_attempts:
-            log.warning("shard %s failed %d time(s), storing its pairs as failed: %s",
-                        item.shard.shard_id, item.attempt, reason)
-            on_failed(item, reason)
-        else:
-            log.warning("shard %s attempt %d failed (%s); retrying", item.shard.shard_id, item.attempt, reason)
-            pending.setdefault(item.shard.job.key, deque()).appendleft(
-                WorkItem(item.shard, item.shard_no, item.attempt + 1))
+        again = next_attempt(item, reason, spec.max_attempts, on_failed)
+        if again is not None:
+            pending.setdefault(again.shard.job.key, deque()).appendleft(again)
 
     while any(pending.values()) or in_flight:
         # Idle actors take the next shard of their own job, or give their slot back.
@@ -273,38 +234,44 @@ def run_shards(items: list[WorkItem], contexts: dict[tuple[str, str, str], JobCo
             except (RayActorError, WorkerCrashedError) as exc:
                 if slot in slots:
                     retire(slot)
-                retry_or_fail(item, f"worker died: {_short(exc)}")
+                retry_or_fail(item, f"worker died: {short_reason(exc)}")
                 continue
             except RayTaskError as exc:
-                retry_or_fail(item, f"{type(exc.cause).__name__}: {_short(exc.cause)}")
+                retry_or_fail(item, f"{type(exc.cause).__name__}: {short_reason(exc.cause)}")
                 continue
             on_rows(item, rows)
     for slot in list(slots):
         retire(slot)
 
 
-def _short(exc: BaseException | None) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[-1] if text else type(exc).__name__)[:300]
+class RayExecutor:
+    """``cluster.executor: ray``: shards on a pool of actors of a local or joined Ray cluster
+    (the :class:`farm.execution.Executor` of ``farm.runner``)."""
+
+    def __init__(self, spec: ClusterSpec, run: RunSpec, log_fn: Callable[[str], None] = print):
+        self.spec = spec
+        self.train_device = "cpu"  # several missing models: Ray tasks on CPUs (farm.models.zoo_jobs)
+        self.resources = connect(spec.address, spec.num_cpus, spec.ray_auth, log_fn)
+        self.place = placement(spec, self.resources, run.device, ExecOptions.from_run(run))
+        seen = ", ".join(f"{k}={v:g}" for k, v in sorted(self.resources.items()) if k in ("CPU", "GPU"))
+        self.detail = f"Ray {seen}; {self.place.detail}"
+
+    def trainer(self) -> Callable | None:
+        from farm.models.zoo_jobs import ray_trainer
+
+        return ray_trainer(self.place.options.get("num_cpus", 1.0))
+
+    def share(self, obj: Any) -> Any:
+        return ray.put(obj)
+
+    def measure_pairs_per_batch(self, payload: ModelPayload, method: str, params: dict[str, Any],
+                                images: PairImages, pairs: list, batch_size: int) -> int:
+        return measure_pairs_per_batch(self.place, payload, method, params, images, pairs, batch_size)
+
+    def run_shards(self, items: list[WorkItem], contexts: dict[tuple[str, str, str], JobContext], batch_size: int,
+                   run_id: str, config_hash: str, on_rows: RowsCallback, on_failed: FailedCallback) -> None:
+        run_shards(items, contexts, self.spec, self.place, batch_size, run_id, config_hash, on_rows, on_failed)
 
 
-class Progress:
-    """pairs done / total, pairs/s and ETA on stderr (a plain line per update without a TTY)."""
-
-    def __init__(self, total: int, already: int = 0):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, initial=already, unit="pair", dynamic_ncols=True, file=sys.stderr,
-                        desc="pairs", mininterval=0.5, disable=None if sys.stderr.isatty() else False)
-        self.start = time.perf_counter()
-
-    def update(self, n: int, note: str = "") -> None:
-        if note:
-            self.bar.set_postfix_str(note, refresh=False)
-        self.bar.update(n)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-__all__ = ["connect", "placement", "run_shards", "WorkItem", "JobContext", "Progress"]
+__all__ = ["connect", "placement", "run_shards", "RayExecutor", "WorkItem", "JobContext", "Progress", "FAULT_ENV",
+           "fault_setting"]

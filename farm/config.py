@@ -216,6 +216,8 @@ class PairsSpec:
 
 @dataclass(frozen=True)
 class ClusterSpec:
+    # ray: shards on Ray actors; local: one after another in the farm process, no Ray (farm.local)
+    executor: Literal["ray", "local"] = "ray"
     address: str | None = None  # null: start a local Ray; "auto": join the running cluster
     num_cpus: int | None = None  # local Ray only; default: all cores
     cpus_per_actor: float = 1.0
@@ -234,6 +236,9 @@ class ClusterSpec:
 
         out = []
         cores = os.cpu_count() or 1
+        if self.executor == "local" and self.address is not None:
+            out.append(f"address: {self.address!r} joins a Ray cluster, but executor is 'local' (no Ray); "
+                       "drop the address (or --address), or set executor: ray")
         if self.num_cpus is not None and not 1 <= self.num_cpus <= cores and self.address is None:
             out.append(f"num_cpus: {self.num_cpus} but this machine has {cores} core(s); a local Ray would start "
                        f"that many actors on them. Use 1..{cores}, or null for all cores")

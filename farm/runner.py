@@ -1,5 +1,6 @@
-"""``farm run`` end to end: open/resume the run, build models, expand shards, drive Ray,
-then log to MLflow and summarise. Each step lives in its own module; this one only orders them.
+"""``farm run`` end to end: open/resume the run, build models, expand shards, hand them to the
+executor (Ray actors, or in-process with ``cluster.executor: local``), then log to MLflow and
+summarise. Each step lives in its own module; this one only orders them.
 """
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ from farm.data.base import Dataset
 from farm.data.selection import attack_indices, gather, heldout_indices
 from farm.grid import ANY, Pair, expand, resolved_params, select_pairs
 from farm.errors import RunError
+from farm.execution import Executor, JobContext, Progress, WorkItem
 from farm.resume import complete_rows
 from farm.runlock import RunLock
 from farm.store import SCALAR_COLUMNS, RunStore, StoreError, filesystem
-from farm.worker import ExecOptions, ModelPayload, PairImages, failed_rows, image_key, payload_from_module
+from farm.worker import ModelPayload, PairImages, failed_rows, image_key, payload_from_module
 
 log = logging.getLogger("farm.runner")
 Log = Callable[[str], None]
@@ -123,8 +125,10 @@ def model_info(spec: ModelSpec, ds_name: str, meta: dict[str, Any]) -> dict[str,
             "attack": attack, "gt_victim": gt_victim, "gt_target": spec.attack.target if poisoned else None}
 
 
-def prepare_models(cfg: Config, log_fn: Log, parallel_train: Callable | None = None) -> dict[str, PreparedModel]:
-    """Load datasets, train (or reuse) zoo models and load checkpoints, before any pair runs.
+def prepare_models(cfg: Config, log_fn: Log, parallel_train: Callable | None = None,
+                   train_device: str = "cpu") -> dict[str, PreparedModel]:
+    """Load datasets, train (or reuse) zoo models (several at once with ``parallel_train``, else
+    in turn on ``train_device``) and load checkpoints, before any pair runs.
 
     Checkpoints are loaded here, on the driver, so that a corrupt file or a class-count
     mismatch fails the run at once with a clear message instead of inside every actor.
@@ -135,7 +139,7 @@ def prepare_models(cfg: Config, log_fn: Log, parallel_train: Callable | None = N
     datasets = {name: load_dataset(cfg.datasets[name]) for name in {m.dataset for m in cfg.models}}
     zoo_specs = [m for m in cfg.models if m.source == "zoo"]
     entries = ensure_models([(m, cfg.datasets[m.dataset]) for m in zoo_specs], zoo_dir(cfg), log_fn,
-                            parallel=parallel_train) if zoo_specs else {}
+                            parallel=parallel_train, device=train_device) if zoo_specs else {}
     out = {}
     for spec in cfg.models:
         ds = datasets[spec.dataset]
@@ -207,20 +211,28 @@ def execute(cfg: Config, resume: str | None = None, log_fn: Log = print) -> RunR
             lock.release()
 
 
+def make_executor(cfg: Config, log_fn: Log) -> Executor:
+    """``cluster.executor``: Ray is imported only when it is the executor, so ``--local`` runs
+    where Ray is not installed."""
+    if cfg.cluster.executor == "local":
+        from farm.local import LocalExecutor
+
+        return LocalExecutor(cfg.cluster, cfg.run)
+    from farm.cluster import RayExecutor
+
+    return RayExecutor(cfg.cluster, cfg.run, log_fn)
+
+
 def _run(cfg: Config, store: RunStore, resume: str | None, log_fn: Log, started: float) -> RunResult:
-    import ray
+    from farm import tracking
 
-    from farm import cluster, tracking
-    from farm.models.zoo_jobs import ray_trainer
-
-    resources = cluster.connect(cfg.cluster.address, cfg.cluster.num_cpus, cfg.cluster.ray_auth, log_fn)
-    place = cluster.placement(cfg.cluster, resources, cfg.run.device, ExecOptions.from_run(cfg.run))
-    log_fn(f"run {store.run_id}: Ray {', '.join(f'{k}={v:g}' for k, v in sorted(resources.items()) if k in ('CPU', 'GPU'))}; "
-           f"{place.detail}")
-    models = prepare_models(cfg, log_fn, parallel_train=ray_trainer(place.options.get("num_cpus", 1.0)))
+    executor = make_executor(cfg, log_fn)
+    log_fn(f"run {store.run_id}: {executor.detail}")
+    models = prepare_models(cfg, log_fn, parallel_train=executor.trainer(), train_device=executor.train_device)
     num_classes = {mid: m.num_classes for mid, m in models.items()}
     manifest = {
         "run_id": store.run_id, "config_hash": cfg.hash(), "created": datetime.now(timezone.utc).isoformat(),
+        "executor": executor.detail,
         "models": {mid: {"dataset": m.spec.dataset, "arch": m.spec.arch, "num_classes": m.num_classes,
                          "class_names": m.dataset.class_names, **m.payload.info,
                          "zoo": {k: v for k, v in m.meta.items() if k in ("key", "clean_acc", "asr")}}
@@ -234,8 +246,8 @@ def _run(cfg: Config, store: RunStore, resume: str | None, log_fn: Log, started:
         measured = store.manifest().get("pairs_per_batch") if resume else None
         if measured is None:
             first = cfg.methods[0]
-            measured = {mid: cluster.measure_pairs_per_batch(
-                place, m.payload, first.name, resolved_params(first, cfg.datasets[m.spec.dataset].name), images[mid],
+            measured = {mid: executor.measure_pairs_per_batch(
+                m.payload, first.name, resolved_params(first, cfg.datasets[m.spec.dataset].name), images[mid],
                 select_pairs(cfg.pairs, m.num_classes, cfg.run.seed),
                 min(cfg.pairs.batch_size, cfg.pairs.victim_images)) for mid, m in models.items()}
         log_fn(f"pairs_per_batch auto: {', '.join(f'{mid}={p}' for mid, p in measured.items())}")
@@ -247,35 +259,34 @@ def _run(cfg: Config, store: RunStore, resume: str | None, log_fn: Log, started:
     # Done is decided per (job, pair) from the stored rows, so another pairs_per_batch on
     # resume re-chunks only the missing pairs (farm.grid, farm.store).
     shards = expand(cfg, num_classes, pinned_p, done=store.done_pairs() if resume is not None else frozenset())
-    items = [cluster.WorkItem(s, i) for i, s in enumerate(shards)]
+    items = [WorkItem(s, i) for i, s in enumerate(shards)]
     done_pairs = total_pairs - sum(len(s.pairs) for s in shards)
     if done_pairs:
         log_fn(f"resume: {done_pairs} of {total_pairs} pairs already stored, skipping them")
     contexts = {}
-    refs = {mid: ray.put(m.payload) for mid, m in models.items()}
-    image_refs = {mid: ray.put(images[mid]) for mid in models}
+    refs = {mid: executor.share(m.payload) for mid, m in models.items()}
+    image_refs = {mid: executor.share(images[mid]) for mid in models}
     manifest["selection"] = selection
     for s in shards:
         if s.job.key not in contexts:
             m = models[s.job.model_id]
-            contexts[s.job.key] = cluster.JobContext(refs[s.job.model_id], image_refs[s.job.model_id],
-                                                     json.loads(s.job.params_json), m.payload.info,
-                                                     m.dataset.image_shape)
-    progress = cluster.Progress(total_pairs, done_pairs)
+            contexts[s.job.key] = JobContext(refs[s.job.model_id], image_refs[s.job.model_id],
+                                             json.loads(s.job.params_json), m.payload.info, m.dataset.image_shape)
+    progress = Progress(total_pairs, done_pairs)
 
-    def on_rows(item: cluster.WorkItem, rows: list[dict[str, Any]]) -> None:
+    def on_rows(item: WorkItem, rows: list[dict[str, Any]]) -> None:
         j = item.shard.job
         store.write_shard(j.model_id, j.method, j.variant, item.shard.shard_id, rows)
         progress.update(len(rows), f"{j.model_id}/{j.method}/{j.variant}")
 
-    def on_failed(item: cluster.WorkItem, reason: str) -> None:
+    def on_failed(item: WorkItem, reason: str) -> None:
         ctx = contexts[item.shard.job.key]
         on_rows(item, failed_rows(item.shard, ctx.payload_info, item.shard.job.params_json, store.run_id,
                                   cfg.hash(), item.attempt, reason, ctx.image_shape))
 
     try:
-        cluster.run_shards(items, contexts, cfg.cluster, place, min(cfg.pairs.batch_size, cfg.pairs.victim_images),
-                           store.run_id, cfg.hash(), on_rows, on_failed)
+        executor.run_shards(items, contexts, min(cfg.pairs.batch_size, cfg.pairs.victim_images), store.run_id,
+                            cfg.hash(), on_rows, on_failed)
     finally:
         progress.close()
     # Scalar columns only: the driver's memory grows by a few numbers per pair, never by
@@ -286,12 +297,16 @@ def _run(cfg: Config, store: RunStore, resume: str | None, log_fn: Log, started:
     store.write_manifest(manifest | {"status": "complete", "pairs": total_pairs,
                                      "finished": datetime.now(timezone.utc).isoformat()})
     mlflow_id = uri = None
-    if cfg.tracking.enabled:
+    if cfg.tracking.enabled and not tracking.available():
+        log_fn(f"MLflow is not installed here: tracking skipped; results are in Parquet. Log them later on a machine "
+               f"with mlflow: farm tables {store.run_id} --output {cfg.run.output}")
+    elif cfg.tracking.enabled:
         uri = tracking.tracking_uri(cfg)
         try:
             mlflow_id = tracking.log_run(cfg, store, df, num_classes,
                                          {mid: m.dataset.class_names for mid, m in models.items()},
-                                         {f"resources.{k}": v for k, v in resources.items() if k in ("CPU", "GPU")})
+                                         {f"resources.{k}": v for k, v in executor.resources.items()
+                                          if k in ("CPU", "GPU")})
         except Exception as exc:  # noqa: BLE001 - tracking must never lose a finished run
             log_fn(f"warning: MLflow logging to {uri} failed ({type(exc).__name__}: {exc}); results are safe in "
                    f"Parquet. Log them later with: farm tables {store.run_id} --output {cfg.run.output} "

@@ -73,6 +73,16 @@ def sqlite_lock(uri: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def available() -> bool:
+    """Whether MLflow can be imported: a GPU box may run ``farm run --local`` without it, and
+    then logs later with ``farm tables`` on a machine that has it."""
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def tracking_uri(cfg: Config) -> str:
     """Config, then $MLFLOW_TRACKING_URI, then sqlite inside a local output folder."""
     if cfg.tracking.uri:

@@ -79,7 +79,7 @@ def ensure_model(spec: ModelSpec, dataset_spec: DatasetSpec, zoo_dir: Path,
         "kind": "clean" if poison is None else "poisoned",
         **evaluate(model, ds, poison, device),
         "attack": poison.meta() if poison else {"type": "none"},
-        "train": to_dict(spec.train), "train_seconds": round(seconds, 3),
+        "train": to_dict(spec.train), "train_seconds": round(seconds, 3), "train_device": str(device),
     }
     log(f"zoo: {key} clean acc {meta['clean_acc']:.4f}"
         + (f", ASR {meta['asr']:.4f}" if poison else "") + f" ({seconds:.1f}s)")

@@ -25,8 +25,9 @@ def is_cached(spec: ModelSpec, dataset: DatasetSpec, zoo_dir: Path) -> bool:
 
 
 def ensure_models(items: Items, zoo_dir: Path, log: Callable[[str], None],
-                  parallel: Trainer | None = None) -> dict[str, ZooEntry]:
-    """ZooEntry per model id; trains what is missing (``parallel`` trains several at once)."""
+                  parallel: Trainer | None = None, device: str = "cpu") -> dict[str, ZooEntry]:
+    """ZooEntry per model id; trains what is missing (``parallel`` trains several at once,
+    else one after another on ``device``)."""
     missing: dict[str, tuple[ModelSpec, DatasetSpec]] = {}
     for spec, ds in items:
         if not is_cached(spec, ds, zoo_dir):
@@ -34,7 +35,7 @@ def ensure_models(items: Items, zoo_dir: Path, log: Callable[[str], None],
     if parallel is not None and len(missing) > 1:
         log(f"zoo: training {len(missing)} model(s) in parallel into {zoo_dir}")
         parallel(list(missing.values()), zoo_dir, log)
-    entries = {spec.id: ensure_model(spec, ds, zoo_dir, log) for spec, ds in items}
+    entries = {spec.id: ensure_model(spec, ds, zoo_dir, log, device) for spec, ds in items}
     write_manifest(zoo_dir)  # clean accuracy and ASR of every cached model, for humans and tables
     return entries
 

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Fashion-MNIST at the paper's hyper-parameters on one GPU, without Ray or MLflow (issue #12),
+# in two resumable runs of configs/paper/fashion-mnist-gpu.yaml under `farm run --local`:
+#   1. fashion-mnist-gpu     every method of the config (all of the paper's but CW), then its tables;
+#   2. fashion-mnist-gpu-cw  CW alone on the same zoo (--set 'methods=[{name: cw}]'), then its tables.
+# CW is apart because it costs about as much as everything else together (estimate in the
+# config's header) and runs are model-major: inside one run a cut would leave the later models
+# without any method; this way the first run's tables exist even if CW does not finish.
+#
+# Run from anywhere:  bash scripts/gpu-fashion-mnist.sh [--set K=V ...]
+# Extra arguments go to both runs (the CW run then replaces `methods`); CW_ARGS (words split on
+# spaces, e.g. CW_ARGS='--set methods.0.params.max_rounds=50') to the CW run only. A rerun that
+# resumes must pass the same ones (they are part of the config hash).
+# Needs python3 (or $PYTHON) with torch, torchvision, numpy, pandas, pyarrow, pyyaml, matplotlib
+# (tqdm optional), no network, and the four Fashion-MNIST IDX files (.gz or not) in
+# data/fashion-mnist/ (git-ignored): `apt-get install dataset-fashion-mnist` puts them in
+# /usr/share/datasets/fashion-mnist; copy them there.
+#
+# Results: $OUT/results when $OUT is set, else results/: the run folders (Parquet rows, manifest,
+# tables/), the trained zoo in zoo/ (zoo/manifest.json: clean accuracy and ASR) and this
+# script's log gpu-fashion-mnist.log.
+#
+# Resumable: shards are stored as they finish; rerunning continues each run (a finished one is
+# a no-op). On a fresh machine (an empty $OUT), put the results folder a previous call returned
+# at prev-results/ in the repository (git-ignored) and carry it: it is copied in first.
+# FARM_TIME_LIMIT=SECONDS bounds both runs together: a run still going then is stopped cleanly
+# (SIGTERM: stored shards kept, lock released) so the log and results come back intact.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CONFIG=configs/paper/fashion-mnist-gpu.yaml
+RUN_ID=fashion-mnist-gpu                      # run.id of $CONFIG
+DATA=data/fashion-mnist                       # datasets.fashion_mnist.root of $CONFIG
+RESULTS=${OUT:+$OUT/}results
+PY=${PYTHON:-python3}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+
+main() {
+  local missing=() f
+  for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+    [[ -f $DATA/$f.gz || -f $DATA/$f ]] || missing+=("$f")
+  done
+  if ((${#missing[@]})); then
+    echo "error: Fashion-MNIST IDX files missing in $PWD/$DATA: ${missing[*]} (.gz or not)." >&2
+    echo "  Fix: apt-get install dataset-fashion-mnist && mkdir -p $DATA && cp /usr/share/datasets/fashion-mnist/* $DATA/" >&2
+    echo "  (on the device machine: copy them into $DATA/ of the checkout and carry that folder)" >&2
+    return 2
+  fi
+  if ! "$PY" -c 'import torch, torchvision, numpy, pandas, pyarrow, yaml, matplotlib' 2>/dev/null; then
+    echo "error: $PY lacks one of torch, torchvision, numpy, pandas, pyarrow, pyyaml, matplotlib" >&2
+    return 2
+  fi
+  if [[ -d prev-results/$RUN_ID && ! -d $RESULTS/$RUN_ID ]]; then
+    echo "resuming from prev-results/ (copied into $RESULTS)"
+    cp -a prev-results/. "$RESULTS/"
+  fi
+  "$PY" -c 'import torch; print("torch", torch.__version__, "cuda:",
+                                torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU run)")'
+
+  phase "$RUN_ID" "$@" || return
+  local cw_args=()
+  read -ra cw_args <<< "${CW_ARGS:-}"
+  phase "$RUN_ID-cw" "$@" --set 'methods=[{name: cw}]' --set "run.id=$RUN_ID-cw" "${cw_args[@]}"
+}
+
+# One resumable run (id $1, extra farm run arguments after it) and its tables.
+phase() {
+  local run_id=$1 status=0 limit=() begin=$SECONDS
+  shift
+  local args=(run "$CONFIG" --local --set "run.output=$RESULTS" "$@")
+  if [[ -f $RESULTS/$run_id/manifest.json ]]; then
+    args+=(--resume "$run_id")  # same config, so the hash check passes; only the missing pairs run
+  fi
+  if [[ -n ${FARM_TIME_LIMIT:-} ]]; then
+    local left=$((FARM_TIME_LIMIT - SECONDS))
+    if ((left < 30)); then
+      echo "$run_id: not started, FARM_TIME_LIMIT=$FARM_TIME_LIMIT s is spent; rerun this script to continue"
+      return 124
+    fi
+    limit=(timeout --signal=TERM --kill-after=30 "$left")
+  fi
+  echo "=== $run_id"
+  "${limit[@]}" "$PY" -m farm "${args[@]}" || status=$?
+  echo "$run_id: farm run exit $status after $((SECONDS - begin)) s"
+  if ((status != 0)); then
+    echo "$run_id: incomplete; stored shards are kept in $RESULTS/$run_id; rerun this script to continue"
+    return "$status"
+  fi
+  if [[ $RESULTS/$run_id/tables -nt $RESULTS/$run_id/manifest.json ]]; then
+    echo "$run_id: tables are up to date in $RESULTS/$run_id/tables"
+  else
+    "$PY" -m farm tables "$run_id" --output "$RESULTS" --no-mlflow
+  fi
+}
+
+mkdir -p "$RESULTS"
+main "$@" 2>&1 | tee -a "$RESULTS/gpu-fashion-mnist.log"
+exit "${PIPESTATUS[0]}"
