@@ -18,7 +18,7 @@
 #
 # Results: $OUT/results when $OUT is set, else results/: the run folders (Parquet rows, manifest,
 # tables/), the trained zoo in zoo/ (zoo/manifest.json: clean accuracy and ASR) and this
-# script's log gpu-fashion-mnist.log.
+# script's log gpu-fashion-mnist.log; with $OUT also all of it as $OUT/results.tgz.
 #
 # Resumable: shards are stored as they finish; rerunning continues each run (a finished one is
 # a no-op). On a fresh machine (an empty $OUT), put the results folder a previous call returned
@@ -94,5 +94,15 @@ phase() {
 }
 
 mkdir -p "$RESULTS"
+set +e
 main "$@" 2>&1 | tee -a "$RESULTS/gpu-fashion-mnist.log"
-exit "${PIPESTATUS[0]}"
+status=${PIPESTATUS[0]}
+set -e
+if [[ -n ${OUT:-} ]]; then
+  # One archive beside the folder, whatever happened: a machine lent for one call may give back
+  # only shallow files of $OUT (the project's device tool drops deep folders such as the Parquet
+  # partitions), and an interrupted run's stored shards are exactly what a rerun resumes from.
+  tar czf "$OUT/results.tgz" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
+  echo "archive: $OUT/results.tgz (unpack at prev-results/ to resume elsewhere: tar xzf results.tgz && mv results prev-results)"
+fi
+exit "$status"
