@@ -10,23 +10,40 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-
 from conftest import TinyNet
+
 from farm.metrics import relative_improvement
 
 
 # ---- Eq 12 ---------------------------------------------------------------------------------
 def test_relative_improvement_on_known_inputs():
-    nan = math.nan
     d = np.array([[9.0, 1.0, 2.0], [4.0, 9.0, 1.0], [2.0, 2.0, 9.0]])  # diagonal never counts
-    dh = np.array([[0.0, 2.0, 2.0], [2.0, 0.0, nan], [3.0, 1.0, 0.0]])
+    dh = np.array([[0.0, 2.0, 2.0], [2.0, 0.0, math.nan], [3.0, 1.0, 0.0]])
     # (2-1)/1 + (2-2)/2 + (2-4)/4 + (3-2)/2 + (1-2)/2, the NaN pair skipped: 0.5 / 5
     assert relative_improvement(d, dh) == pytest.approx(0.1)
     assert relative_improvement(d, d) == 0.0
     assert relative_improvement(d, 2 * d) == pytest.approx(1.0)  # twice as far: +100 %
-    assert math.isnan(relative_improvement(np.full((2, 2), nan), np.ones((2, 2))))
+    assert math.isnan(relative_improvement(np.full((2, 2), math.nan), np.ones((2, 2))))
     with pytest.raises(ValueError, match="equal K×K"):
         relative_improvement(np.ones((3, 3)), np.ones((2, 2)))
+
+
+def test_distance_is_the_smallest_converged_size_over_restarts_by_each_measure():
+    import pandas as pd
+
+    from farm.harden.distance import distance_matrix, smallest
+
+    rows = pd.DataFrame({  # two restarts of pair 0->1 and one of 1->0, NC and ours, plus a method not measured
+        "model_id": ["m"] * 7, "method": ["nc", "nc", "ours", "ours", "nc", "ours", "uap"],
+        "victim": [0, 0, 0, 0, 1, 1, 0], "target": [1, 1, 1, 1, 0, 0, 1],
+        "converged": [True, True, True, False, False, True, True],
+        "mask_l1": [30.0, 20.0, 99.0, 99.0, 5.0, 99.0, 1.0], "trigger_size": [64.0, 50.0, 40.0, 10.0, 8.0, 7.0, 1.0]})
+    d = smallest(rows).set_index(["measure", "victim", "target"])["distance"]
+    assert d[("nc", 0, 1)] == 20.0 and d[("ours", 0, 1)] == 40.0  # NC: L1 of the mask; ours: pixels
+    assert math.isnan(d[("nc", 1, 0)]) and d[("ours", 1, 0)] == 7.0  # unconverged is no distance
+    assert len(d) == 4  # uap rows are no measure
+    m = distance_matrix(smallest(rows).query("measure == 'ours'"), 2)
+    assert m[0, 1] == 40.0 and m[1, 0] == 7.0 and math.isnan(m[0, 0])
 
 
 # ---- trigger sources -----------------------------------------------------------------------
@@ -85,8 +102,23 @@ def test_universal_source_stamps_the_fixed_trigger_of_each_target(tiny_ds):
     assert not torch.equal(source.triggers[0].array, source.triggers[1].array)
 
 
+def test_make_source_uses_the_dataset_linf_bound_and_the_published_nc_schedule(tiny_ds):
+    from farm.harden.config import HardenConfig, HardenMethodSpec
+    from farm.harden.run import make_source
+    from farm.harden.sources import OnTheFly, Universal
+
+    cfg = HardenConfig()
+    uap = make_source(HardenMethodSpec("uap"), TinyNet(k=3), tiny_ds, cfg, "t", "cpu")
+    assert isinstance(uap, OnTheFly)
+    uap.begin_epoch(0)
+    assert uap.problem.prm.eps == tiny_ds.uap_eps == 0.05  # synthetic's L∞ bound, not a constant
+    nc = make_source(HardenMethodSpec("nc", {"epochs": 2}), TinyNet(k=3).eval(), tiny_ds, cfg, "t", "cpu")
+    assert isinstance(nc, Universal) and len(nc.triggers) == 3  # fixed: one universal trigger per target
+    assert isinstance(make_source(HardenMethodSpec("iterative_nc"), TinyNet(k=3), tiny_ds, cfg, "t", "cpu"), OnTheFly)
+
+
 # ---- end to end ----------------------------------------------------------------------------
-def _config(tmp: Path, zoo: Path, methods: list[dict], epochs: int, restarts: int = 1) -> dict:
+def _config(tmp: Path, zoo: Path, methods: list[dict], epochs: int) -> dict:
     return {
         "run_id": "h", "output": str(tmp / "out"), "zoo_dir": str(zoo), "seed": 0,
         "datasets": {"syn": {"name": "synthetic", "params": {"num_classes": 3, "train_per_class": 40,
@@ -94,7 +126,7 @@ def _config(tmp: Path, zoo: Path, methods: list[dict], epochs: int, restarts: in
         "models": [{"id": "cnn", "dataset": "syn", "arch": "small_cnn", "train": {"epochs": 3}}],
         "methods": methods,
         "train": {"epochs": epochs, "batch_size": 32, "inversion_epochs": 1, "attack_images": 8},
-        "distance": {"images": 8, "epochs": 20, "restarts": restarts, "heldout_images": 4, "pairs_per_batch": 6},
+        "distance": {"images": 8, "epochs": 10, "restarts": 1, "heldout_images": 4, "pairs_per_batch": 6},
         "num_cpus": 2, "tracking": {"enabled": False},
     }
 
@@ -112,26 +144,26 @@ def test_harden_end_to_end_rows_distances_and_table7(local_ray, harden_zoo, tmp_
     from farm.schema import build
     from farm.store import RunStore
 
-    raw = _config(tmp_path, harden_zoo, [{"name": "natural"}, {"name": "uap"}, {"name": "ours"}], epochs=2)
+    raw = _config(tmp_path, harden_zoo, [{"name": "natural"}, {"name": "ours"}], epochs=2)
     cfg = build(HardenConfig, raw)
     store = execute(cfg, yaml.safe_dump(raw), log=lambda _m: None)
     rows = read_rows(store).set_index("method")
-    assert sorted(rows.index) == ["natural", "ours", "uap"]
-    natural = rows.loc["natural"]
+    assert sorted(rows.index) == ["natural", "ours"]
+    natural, ours = rows.loc["natural"], rows.loc["ours"]
     assert natural["accuracy"] == natural["natural_accuracy"] and natural["stamped"] == 0
-    for m in ("uap", "ours"):  # 120 training images in 120 // 32 = 3 batches of 40, 20 % stamped, 2 epochs
-        assert rows.loc[m, "stamped"] == 2 * 3 * round(0.2 * 40)
-        assert rows.loc[m, "accuracy"] > 0.5 * natural["accuracy"] and rows.loc[m, "seconds"] > 0
+    # 120 training images in 120 // 32 = 3 batches of 40, 20 % of each stamped, 2 epochs
+    assert ours["stamped"] == 2 * 3 * round(0.2 * 40)
+    assert ours["accuracy"] > 0.5 * natural["accuracy"] and ours["seconds"] > 0
     pairs = RunStore(cfg.output, "h-distance-0").read(columns=["model_id", "method", "victim", "target"],
                                                       with_triggers=False)
-    assert len(pairs) == 3 * 2 * 6  # 3 models (natural + 2 hardened) x NC, ours x K(K-1)
-    assert set(pairs["model_id"]) == {"cnn.natural", "cnn.uap", "cnn.ours"}
+    assert len(pairs) == 2 * 2 * 6  # 2 models (natural, hardened) x NC, ours x K(K-1)
+    assert set(pairs["model_id"]) == {"cnn.natural", "cnn.ours"}
 
     folder = write_harden_tables(store, str(tmp_path / "tables"), log_mlflow=False)
     import pandas as pd
 
     t7 = pd.read_csv(folder / "table7.csv").set_index("method")
-    assert list(t7.index) == ["natural", "uap", "ours"]  # the paper's row order
+    assert list(t7.index) == ["natural", "ours"]  # the paper's row order
     assert math.isnan(t7.loc["natural", "inc_nc"]) and math.isnan(t7.loc["natural", "inc_ours"])
     assert t7.loc["natural", "adv_nc"] > 0 and t7.loc["natural", "accuracy"] == pytest.approx(100 * natural["accuracy"])
     assert "139.77" in (folder / "table7_paper.md").read_text()  # CIFAR-10 ResNet20, ours, Inc_Ours

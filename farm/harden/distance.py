@@ -8,6 +8,8 @@ smallest converged size over restarts [S-L.1]: NC's L1 mask size, ours' pixel co
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -52,29 +54,31 @@ def distance_config(cfg: HardenConfig, hardened: dict[tuple[str, str], str], res
     return config_from_dict(data, source=f"distance run {restart} of harden {cfg.run_id}")
 
 
-def measure(cfg: HardenConfig, hardened: dict[tuple[str, str], str], log: object = print) -> None:
+def measure(cfg: HardenConfig, hardened: dict[tuple[str, str], str], log: Callable[[str], None] = print) -> None:
     """Run (or resume, or skip when complete) every restart's ``farm run``."""
     from farm.runner import execute
 
     for r in range(cfg.distance.restarts):
         run_cfg = distance_config(cfg, hardened, r)
-        exists = RunStore(cfg.output, run_cfg.run.id or "").exists()
-        execute(run_cfg, resume=run_cfg.run.id if exists else None, log_fn=log)  # type: ignore[arg-type]
+        exists = RunStore(cfg.output, restart_run_id(cfg, r)).exists()
+        execute(run_cfg, resume=run_cfg.run.id if exists else None, log_fn=log)
 
 
 def distances(output: str, run_ids: list[str]) -> pd.DataFrame:
-    """(model_id, measure, victim, target, distance): smallest converged size over the restarts
-    ``run_ids``; NaN where no restart converged (Eq 12 then skips the pair)."""
-    frames = []
-    for run_id in run_ids:
-        df = RunStore(output, run_id).read(columns=["model_id", "method", "victim", "target", "converged",
-                                                     *sorted(set(MEASURES.values()))], with_triggers=False)
-        df = df[df["method"].isin(list(MEASURES))]
-        size = np.where(df["method"] == "nc", df["mask_l1"], df["trigger_size"])
-        frames.append(df.assign(distance=np.where(df["converged"], size, np.nan)))
-    both = pd.concat(frames, ignore_index=True).rename(columns={"method": "measure"})
-    keys = ["model_id", "measure", "victim", "target"]
-    return both.groupby(keys, as_index=False)["distance"].min()  # min skips NaN: the best restart
+    """:func:`smallest` over the stored rows of the restarts ``run_ids``."""
+    columns = ["model_id", "method", "victim", "target", "converged", *sorted(set(MEASURES.values()))]
+    return smallest(pd.concat([RunStore(output, r).read(columns=columns, with_triggers=False) for r in run_ids],
+                              ignore_index=True))
+
+
+def smallest(rows: pd.DataFrame) -> pd.DataFrame:
+    """(model_id, measure, victim, target, distance) from pair rows of every restart: the
+    smallest converged size of each pair by its measure's column; NaN where no restart
+    converged (Eq 12 then skips the pair, a failure never counts as distance 0)."""
+    rows = rows[rows["method"].isin(list(MEASURES))]
+    size = np.select([rows["method"] == m for m in MEASURES], [rows[c] for c in MEASURES.values()])
+    rows = rows.assign(distance=np.where(rows["converged"], size, np.nan)).rename(columns={"method": "measure"})
+    return rows.groupby(["model_id", "measure", "victim", "target"], as_index=False)["distance"].min()
 
 
 def distance_matrix(rows: pd.DataFrame, num_classes: int) -> np.ndarray:

@@ -27,6 +27,7 @@ from farm.harden.distance import measure, restart_run_id
 from farm.harden.sources import OnTheFly, TriggerSource, Universal
 from farm.harden.train import harden
 from farm.methods import METHODS
+from farm.methods.base import EpochMethod
 from farm.models.loading import save_state_dict
 from farm.models.zoo import ensure_model
 from farm.schema import to_dict
@@ -45,11 +46,15 @@ def make_source(method: HardenMethodSpec, model: torch.nn.Module, ds: Dataset, c
                 device: str) -> TriggerSource:
     """The method's inverter (METHODS.md defaults + the config's overrides; UAP's L∞ bound
     defaults to the dataset's) wrapped as an on-the-fly or a fixed universal source."""
-    cls = METHODS[method.inverter or ""]
+    if method.inverter is None:
+        raise ValueError(f"{method.name!r} generates no triggers")
+    cls = METHODS[method.inverter]
     params = cls.Params(**method.params)
     if hasattr(params, "for_dataset"):
         params = params.for_dataset(ds)
     inverter = cls(params)
+    if not isinstance(inverter, EpochMethod):
+        raise TypeError(f"{method.inverter!r} is not a shared-loop method; hardening continues its problem per step")
     if method.name in ON_THE_FLY:
         return OnTheFly(inverter, ds, cfg.train.attack_images, cfg.train.inversion_epochs, cfg.seed, tag, device)
     return Universal(inverter, model, ds, cfg.train.attack_images, cfg.seed, tag, device)

@@ -47,6 +47,11 @@ def _paper() -> pd.DataFrame:
 PAPER_TABLE7 = _paper()
 
 
+def _matrix(dist: pd.DataFrame, model_id: str, method: str, measure: str, num_classes: int) -> np.ndarray:
+    sel = dist[(dist["model_id"] == measured_id(model_id, method)) & (dist["measure"] == measure)]
+    return distance_matrix(sel, num_classes)
+
+
 def table7(rows: pd.DataFrame, dist: pd.DataFrame) -> pd.DataFrame:
     """``rows``: the harden rows (model_id, dataset, arch, num_classes, method, accuracy, seconds);
     ``dist``: :func:`farm.harden.distance.distances`. Improvements are NaN for natural."""
@@ -54,15 +59,13 @@ def table7(rows: pd.DataFrame, dist: pd.DataFrame) -> pd.DataFrame:
     for _, r in rows.iterrows():
         entry = {"dataset": r["dataset"], "model": f"{r['model_id']} ({r['arch']})", "method": r["method"],
                  "accuracy": 100 * r["accuracy"], "minutes": r["seconds"] / 60}
+        k = int(r["num_classes"])
         for measure in ("nc", "ours"):
-            def matrix(method: str) -> np.ndarray:
-                sel = dist[(dist["model_id"] == measured_id(r["model_id"], method)) & (dist["measure"] == measure)]
-                return distance_matrix(sel, int(r["num_classes"]))
-
-            mine = matrix(r["method"])
+            mine = _matrix(dist, r["model_id"], r["method"], measure, k)
             entry[f"adv_{measure}"] = float(np.nanmean(mine)) if np.isfinite(mine).any() else math.nan
-            entry[f"inc_{measure}"] = (math.nan if r["method"] == "natural"
-                                       else 100 * relative_improvement(matrix("natural"), mine))
+            entry[f"inc_{measure}"] = (math.nan if r["method"] == "natural" else
+                                       100 * relative_improvement(_matrix(dist, r["model_id"], "natural", measure, k),
+                                                                  mine))
         out.append(entry)
     order = {m: i for i, m in enumerate(ORDER)}
     table = pd.DataFrame(out, columns=COLUMNS)

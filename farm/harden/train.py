@@ -13,9 +13,9 @@ finished epoch and ends with the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -79,4 +79,6 @@ def harden(model: torch.nn.Module, ds: Dataset, source: TriggerSource, spec: Har
         log(f"harden {tag}: epoch {epoch + 1}/{spec.epochs} loss {loss_sum / n:.4f} "
             f"({time.perf_counter() - t0:.1f}s)")
     model.eval()
-    return HardenOutcome(float(evaluate(model, ds, None, device)["clean_acc"]), seconds, start, stamped)
+    accuracy = evaluate(model, ds, None, device)["clean_acc"]
+    assert accuracy is not None  # always measured; only the poisoned-model fields can be None
+    return HardenOutcome(accuracy, seconds, start, stamped)
