@@ -46,6 +46,20 @@ def test_distance_is_the_smallest_converged_size_over_restarts_by_each_measure()
     assert m[0, 1] == 40.0 and m[1, 0] == 7.0 and math.isnan(m[0, 0])
 
 
+def test_config_names_every_problem_with_its_path():
+    from farm.harden.config import HardenConfig
+    from farm.schema import ConfigError, build
+
+    with pytest.raises(ConfigError) as err:
+        build(HardenConfig, {"models": [{"id": "m", "dataset": "nope"}],
+                             "methods": [{"name": "ours", "params": {"lr": -1}}, {"name": "natural", "params": {"x": 1}}],
+                             "train": {"stamp_share": 0}})
+    text = str(err.value)
+    for expected in ("models[0].dataset: 'nope' is not a key", "methods[0].params.lr: must be > 0",
+                     "methods[1].params: 'natural' generates no triggers", "train.stamp_share: must be in (0, 1]"):
+        assert expected in text, text
+
+
 # ---- trigger sources -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_ds():
