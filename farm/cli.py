@@ -106,6 +106,11 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
         print(f"tables written to {write_scan_tables(store, args.out, log_mlflow=not args.no_mlflow)}")
         return 0
+    if store.exists() and store.manifest().get("kind") == "harden":  # a `farm harden` run: Table 7
+        from farm.harden.report import write_harden_tables
+
+        print(f"tables written to {write_harden_tables(store, args.out, log_mlflow=not args.no_mlflow)}")
+        return 0
 
     out = regenerate(args.run_id, output=args.output, out_dir=args.out, formats=args.format.split(","),
                      tracking_uri=args.tracking_uri, log_mlflow=not args.no_mlflow, align=args.align,
@@ -123,6 +128,18 @@ def cmd_scan(args: argparse.Namespace) -> int:
     store = execute(cfg, Path(args.config).read_text())
     out = write_scan_tables(store, log_mlflow=not args.no_mlflow)
     print(f"scan {cfg.run_id}: rows in {store.run_dir}/scan, Table 8 analogue in {out}")
+    return 0
+
+
+def cmd_harden(args: argparse.Namespace) -> int:
+    from farm.harden.config import load_harden_config
+    from farm.harden.report import write_harden_tables
+    from farm.harden.run import execute
+
+    cfg = load_harden_config(args.config)
+    store = execute(cfg, Path(args.config).read_text())
+    out = write_harden_tables(store, log_mlflow=not args.no_mlflow)
+    print(f"harden {cfg.run_id}: rows in {store.run_dir}/harden, Table 7 analogue in {out}")
     return 0
 
 
@@ -245,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("config", help="scan YAML config, e.g. configs/scan.yaml")
     sp.add_argument("--no-mlflow", action="store_true", help="write files only, do not log to MLflow")
     sp.set_defaults(func=cmd_scan)
+
+    sp = sub.add_parser("harden", help="adversarial fine-tuning with inverted triggers, class distances before/after "
+                        "(Table 7); resumes")
+    sp.add_argument("config", help="harden YAML config, e.g. configs/harden.yaml")
+    sp.add_argument("--no-mlflow", action="store_true", help="write files only, do not log the tables to MLflow")
+    sp.set_defaults(func=cmd_harden)
 
     sp = sub.add_parser("align", help="align every method's stored triggers with ours (by size, by ASR) on Ray")
     sp.add_argument("run_id")

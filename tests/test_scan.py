@@ -181,3 +181,43 @@ def test_resume_skips_exactly_the_finished_model_scanner_results(tmp_path):
     with store.fs.open_output_stream(f"{store.run_dir}/{MODEL_DIR}/model_id={specs[1].id}/.tmp-{done}.parquet") as f:
         f.write(b"partial")
     assert len(dict((s.id, t) for s, t in pending(cfg, store, specs))[specs[1].id]) == len(cfg.scanners)
+
+
+@pytest.mark.slow
+def test_scan_resumes_after_sigkill_and_rows_carry_the_chosen_trigger(tmp_path):
+    import pandas as pd
+    import yaml
+    from kill_util import kill_then_rerun
+
+    from farm.scan.run import MODEL_DIR
+    from farm.triggers import Trigger
+
+    cfg = {"run_id": "s", "output": str(tmp_path / "out"), "zoo_dir": str(tmp_path / "zoo"), "num_cpus": 1,
+           "dataset": {"name": "synthetic", "params": {"num_classes": 4, "train_per_class": 40, "test_per_class": 8}},
+           "zoo": {"clean": 1, "poisoned": 1, "attacks": ["badnets"], "train": {"epochs": 2}},
+           "scanners": [{"kind": "karm", "core": "nc"}, {"kind": "mad", "core": "ours", "params": {"epochs": 3}}],
+           "karm": {"round_epochs": 1, "attack_size": 8, "screen_per_class": 4, "bandit": {"max_rounds": 2}},
+           "mad_attack_size": 8}
+    path = tmp_path / "scan.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    rows_dir = tmp_path / "out" / "s" / MODEL_DIR
+
+    def finished() -> dict:
+        return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in rows_dir.rglob("*.parquet")
+                if not p.name.startswith(".")}
+
+    first: dict = {}
+
+    def one_model_done() -> bool:  # both scanners of the first model, none of the second
+        first.update(finished())
+        return len({p.parent for p in first}) == 1 and len(first) == 2
+
+    out = kill_then_rerun(["scan", str(path), "--no-mlflow"], tmp_path, one_model_done)
+    assert "2 models x 2 scanners, 1 model(s) to do" in out
+    after = finished()
+    assert len(after) == 4 and all(after[p] == v for p, v in first.items())  # kept, not rewritten
+    models = pd.concat([pd.read_parquet(p) for p in after], ignore_index=True)
+    karm = models[models["kind"] == "karm"]
+    for row in karm.itertuples():
+        trigger = Trigger.from_bytes(row.trigger_kind, row.trigger_shape, row.trigger)
+        assert trigger.kind == "blend" and tuple(trigger.array.shape) == (4, 32, 32)  # NC: [mask; pattern]

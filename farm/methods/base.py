@@ -368,6 +368,21 @@ def run_epochs(problem: EpochProblem, model: torch.nn.Module, epochs: int,
         problem.end_epoch(asr, reg_sum / n_batches, time.perf_counter() - start)
 
 
+def run_epochs_on(problem: EpochProblem, model: torch.nn.Module, rows: torch.Tensor, epochs: int,
+                  augment: Augment | None = None) -> None:
+    """Continue only the pairs ``rows`` (bool mask, length P) of ``problem`` for ``epochs``.
+
+    The other pairs are masked out of ``active`` for the call and get their flags back after
+    it, so their variables, cost schedules, Adam moments and best-so-far stay untouched until
+    they are chosen again. K-Arm's bandit continues one arm per round this way, and hardening
+    continues only the pairs a training step needs (warm start without P full solves).
+    """
+    alive = problem.active.clone()
+    problem.active = alive & rows
+    run_epochs(problem, model, epochs, augment)
+    problem.active = torch.where(rows, problem.active, alive)
+
+
 class EpochMethod(Method):
     """A method whose optimisation is the shared epoch loop: it only builds its problem."""
 

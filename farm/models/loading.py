@@ -32,6 +32,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,12 +59,18 @@ def _jit_quiet() -> Iterator[None]:
         yield
 
 
-def save_state_dict(model: nn.Module, path: str | Path) -> None:
-    """Write ``model.state_dict()`` atomically (temp file + rename): readers never see half a file."""
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """``torch.save`` through a temp file + rename: a reader (or a resume after SIGKILL) never
+    sees half a file, only the previous one or the new one."""
     path = Path(path)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def save_state_dict(model: nn.Module, path: str | Path) -> None:
+    """Write ``model.state_dict()`` atomically: readers never see half a file."""
+    save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
 
 
 def save_torchscript(model: nn.Module, path: str | Path, image_shape: tuple[int, int, int]) -> None:

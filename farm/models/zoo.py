@@ -120,7 +120,7 @@ def write_manifest(zoo_dir: Path) -> Path:
 
 
 # ---- training ----------------------------------------------------------------------------
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random crop (zero padding ``_PAD``) and horizontal flip of uint8 images, per sample."""
     n, _, h, w = x.shape
     padded = F.pad(x, (_PAD,) * 4)
@@ -160,7 +160,7 @@ def train_model(ds: Dataset, spec: ModelSpec, poison: Poison | None,
             model.train()
             t0, loss_sum, correct = time.perf_counter(), 0.0, 0
             for idx in torch.tensor_split(torch.randperm(n, generator=gen), n_batches):
-                x = _augment(images[idx], gen)
+                x = augment_batch(images[idx], gen)
                 if poison is not None and stamp_t[idx].any():
                     sel = stamp_t[idx]
                     x[sel] = poison.stamp(x[sel])

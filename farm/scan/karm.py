@@ -2,9 +2,8 @@
 
 The optimisation core is any epoch-loop method of the farm (``nc`` or ``ours``): all arms
 live in ONE batched problem of the shared loop, so warm-up rounds optimise every arm
-together (P pairs), and a bandit round continues only the chosen arm by masking the others
-out of the problem's ``active`` flags; their variables, cost schedules and best-so-far stay
-untouched until they are chosen again.
+together (P pairs), and a bandit round continues only the chosen arm
+(:func:`farm.methods.base.run_epochs_on`); the others stay untouched until chosen again.
 """
 from __future__ import annotations
 
@@ -16,10 +15,11 @@ import torch
 
 from farm.data import Dataset
 from farm.data.selection import gather
-from farm.methods.base import EpochMethod, run_epochs
+from farm.methods.base import EpochMethod, run_epochs, run_epochs_on
 from farm.scan.arms import arm_batch, arm_size
 from farm.scan.bandit import Bandit, BanditParams
 from farm.scan.prescreen import Arm, prescreen
+from farm.triggers import Trigger
 
 # [KA] bounds, L1 1720 (global) and 1000 (pair) on 224x224 inputs, as shares of the area.
 GLOBAL_BOUND = 1720 / 224**2
@@ -53,6 +53,7 @@ class ScanResult:
     trojaned: bool
     score: float  # smallest arm size found
     arm: Arm  # the arm that gave it
+    trigger: Trigger  # that arm's trigger (best so far; the last iterate if it never met the ASR bound)
     arms: list[Arm]
     arm_sizes: list[float]
     arm_rounds: list[int]
@@ -102,16 +103,14 @@ def scan_model(model: torch.nn.Module, ds: Dataset, core: EpochMethod, params: K
         a = bandit.choose()
         if a is None:
             break
-        alive = problem.active.clone()
-        problem.active = torch.zeros_like(alive)
-        problem.active[a] = alive[a]
-        run_epochs(problem, model, params.round_epochs, core.augment)
-        alive[a] = problem.active[a]
-        problem.active = alive
+        only = torch.zeros_like(problem.active)
+        only[a] = True
+        run_epochs_on(problem, model, only, params.round_epochs, core.augment)
         if record([a]):
             break
     best, size = bandit.best()
     sizes = [min(h, default=math.inf) for h in bandit.history]
-    return ScanResult(trojaned=size < bound(params, arms[best]), score=size, arm=arms[best], arms=arms,
+    return ScanResult(trojaned=size < bound(params, arms[best]), score=size, arm=arms[best],
+                      trigger=problem.outcomes()[best].trigger, arms=arms,
                       arm_sizes=sizes, arm_rounds=rounds, rounds=sum(rounds),
                       seconds=time.perf_counter() - t0)

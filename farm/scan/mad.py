@@ -17,6 +17,7 @@ from farm.methods.base import EpochMethod
 from farm.metrics import MAD_THRESHOLD, anomaly_index
 from farm.scan.arms import arm_batch, arm_size
 from farm.scan.prescreen import Arm
+from farm.triggers import Trigger
 
 
 @dataclass
@@ -25,6 +26,7 @@ class MadResult:
     score: float  # anomaly index (nan when fewer than 3 labels inverted)
     flagged: list[int]  # labels below the median by more than 2 MADs
     sizes: list[float]  # per target label, share of the image area (nan = failed)
+    triggers: list[Trigger]  # per target label
     seconds: float
 
 
@@ -37,4 +39,4 @@ def mad_scan(model: torch.nn.Module, ds: Dataset, core: EpochMethod, attack_size
     sizes = [math.nan if math.isinf(s) else s for s in sizes]
     index, flagged = anomaly_index(sizes)
     return MadResult(trojaned=bool(index > MAD_THRESHOLD), score=index, flagged=flagged, sizes=sizes,
-                     seconds=time.perf_counter() - t0)
+                     triggers=[o.trigger for o in outcomes], seconds=time.perf_counter() - t0)

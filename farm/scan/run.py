@@ -26,6 +26,7 @@ from farm.scan.mad import mad_scan
 from farm.scan.zoo import zoo_specs
 from farm.schema import to_dict
 from farm.store import RunStore
+from farm.triggers import Trigger
 
 MODEL_DIR = "scan/models"
 ARM_DIR = "scan/arms"
@@ -37,6 +38,14 @@ def _path(kind: str, model_id: str, scanner: str) -> str:
 
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
+
+
+def trigger_columns(trigger: Trigger | None) -> dict[str, Any]:
+    """The chosen arm's trigger as the pair store keeps one (float16 bytes, kind, shape);
+    ``farm.triggers.Trigger.from_bytes`` decodes it. All null when no arm was chosen."""
+    if trigger is None:
+        return {"trigger_kind": None, "trigger_shape": None, "trigger": None}
+    return {"trigger_kind": trigger.kind, "trigger_shape": list(trigger.array.shape), "trigger": trigger.to_bytes()}
 
 
 def scan_one(cfg: ScanConfig, spec: Any, scanners: list[ScannerSpec]) -> list[str]:
@@ -59,14 +68,15 @@ def scan_one(cfg: ScanConfig, spec: Any, scanners: list[ScannerSpec]) -> list[st
             arms = [{**base, "victim": a.victim, "target": a.target, "size": _finite(s), "rounds": n}
                     for a, s, n in zip(r.arms, r.arm_sizes, r.arm_rounds)]
             row = {**base, "decision": r.trojaned, "score": _finite(r.score), "arm_victim": r.arm.victim,
-                   "arm_target": r.arm.target, "rounds": r.rounds, "seconds": r.seconds}
+                   "arm_target": r.arm.target, "rounds": r.rounds, "seconds": r.seconds, **trigger_columns(r.trigger)}
         else:
             m = mad_scan(model, ds, core, cfg.mad_attack_size, cfg.seed, spec.id)
             arms = [{**base, "victim": None, "target": t, "size": None if math.isnan(s) else s, "rounds": 1}
                     for t, s in enumerate(m.sizes)]
             flagged = m.flagged[0] if m.flagged else None
             row = {**base, "decision": m.trojaned, "score": None if math.isnan(m.score) else min(m.score, 1e9),
-                   "arm_victim": None, "arm_target": flagged, "rounds": 1, "seconds": m.seconds}
+                   "arm_victim": None, "arm_target": flagged, "rounds": 1, "seconds": m.seconds,
+                   **trigger_columns(None if flagged is None else m.triggers[flagged])}
         store.write_parquet(_path(ARM_DIR, spec.id, sc.name), pa.Table.from_pylist(arms))
         written.append(store.write_parquet(_path(MODEL_DIR, spec.id, sc.name), pa.Table.from_pylist([row])))
     return written
