@@ -20,10 +20,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # Modules by measured duration, longest first (the rest keep their order after these): with
 # `pytest -n 2 --dist loadfile` each module runs whole on one worker, and starting the long ones
 # first keeps one worker from finishing its queue with a 5-minute module still to go.
-LONGEST_FIRST = ["test_recovery", "test_job_submit_cluster", "test_fashion_mnist_ci", "test_e2e",
+LONGEST_FIRST = ["test_recovery", "test_harden", "test_job_submit_cluster", "test_fashion_mnist_ci", "test_e2e",
                  "test_tracking_server", "test_cluster_deploy", "test_resilience", "test_object_store",
                  "test_ray_exposure", "test_scan", "test_recovery_variants", "test_real_datasets", "test_tables",
-                 "test_e2e_abs_uap_prune", "test_resume_store", "test_cli"]
+                 "test_e2e_abs_uap_prune", "test_resume_store", "test_local", "test_cli"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
