@@ -291,11 +291,11 @@ def _short(exc: BaseException | None) -> str:
 class Progress:
     """pairs done / total, pairs/s and ETA on stderr (a plain line per update without a TTY)."""
 
-    def __init__(self, total: int, already: int = 0):
+    def __init__(self, total: int, already: int = 0, desc: str = "pairs"):
         from tqdm import tqdm
 
         self.bar = tqdm(total=total, initial=already, unit="pair", dynamic_ncols=True, file=sys.stderr,
-                        desc="pairs", mininterval=0.5, disable=None if sys.stderr.isatty() else False)
+                        desc=desc, mininterval=0.5, disable=None if sys.stderr.isatty() else False)
         self.start = time.perf_counter()
 
     def update(self, n: int, note: str = "") -> None:

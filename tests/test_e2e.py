@@ -68,7 +68,7 @@ def test_mlflow_parent_and_nested_runs(finished_run):
     client = mlflow.MlflowClient()
     for r in nested:
         assert r.data.metrics["pairs"] == 90
-        assert "mean_asr" in r.data.metrics and "param.epochs" in r.data.params
+        assert "mean_asr_pct" in r.data.metrics and "param.epochs" in r.data.params
         arts = {a.path for a in client.list_artifacts(r.info.run_id, "heatmaps")}
         assert arts == {"heatmaps/trigger_size.png", "heatmaps/asr.png"}
         assert "pairs.json" in {a.path for a in client.list_artifacts(r.info.run_id)}
