@@ -54,7 +54,12 @@ def list_runs(output: str) -> list[RunStatus]:
     infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
     stores = [RunStore(output, i.base_name) for i in infos
               if i.type == pafs.FileType.Directory and is_safe_id(i.base_name)]
-    return sorted((status_of(s) for s in stores if s.exists()), key=lambda r: (r.created, r.run_id))
+    return sorted((status_of(s) for s in stores if _is_run(s)), key=lambda r: (r.created, r.run_id))
+
+
+def _is_run(store: RunStore) -> bool:
+    """A run folder has a manifest and its config (the zoo folder has a manifest only)."""
+    return store.exists() and store.fs.get_file_info(f"{store.run_dir}/config.yaml").type == pafs.FileType.File
 
 
 def format_runs(runs: list[RunStatus], output: str) -> str:

@@ -167,7 +167,8 @@ def test_ls_and_show_report_status_progress_and_places(tmp_path, capsys):
     _run_folder(out, "done", "complete", 4, 4)
     _run_folder(out, "stopped", "running", 2, 6)
     _run_folder(out, "live", "running", 1, 6)
-    (out / "zoo").mkdir()  # not a run: no manifest
+    (out / "zoo").mkdir()  # not a run: a manifest of its own, no config
+    (out / "zoo" / "manifest.json").write_text('{"entries": []}')
     with RunLock(out / "live").acquire("live"):
         assert main(["ls", "--output", str(out)]) == 0
         lines = capsys.readouterr().out.splitlines()
