@@ -144,7 +144,8 @@ def cmd_align(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     from farm.ui import UiOptions, check, command, landing_urls, serve
 
-    opts = UiOptions(args.output, args.tracking_uri, args.host, args.port, args.expose, args.workers)
+    opts = UiOptions(args.output, args.tracking_uri, args.host, args.port, args.expose, args.workers,
+                     access_log=args.verbose > 0)
     check(opts)
     if args.dry_run:
         print(" ".join(command(opts)))
@@ -371,10 +372,13 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
 
 
-def _shutdown_ray() -> None:
+def _shutdown_ray() -> bool:
+    """Shut down this process's Ray, if it started or joined one; whether it did."""
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
+        return True
+    return False
 
 
 def configure_output(verbose: int) -> None:
@@ -409,9 +413,10 @@ def main(argv: list[str] | None = None) -> int:
         cause = exc.__cause__ if isinstance(exc, SystemError) else exc
         if not isinstance(cause, (KeyboardInterrupt, Terminated)):
             raise
-        _shutdown_ray()
+        stopped_ray = _shutdown_ray()
         terminated = isinstance(cause, Terminated)
-        print(f"farm {args.command}: {'terminated' if terminated else 'interrupted'}; Ray shut down", file=sys.stderr)
+        print(f"farm {args.command}: {'terminated' if terminated else 'interrupted'}"
+              + ("; Ray shut down" if stopped_ray else ""), file=sys.stderr)
         return 143 if terminated else 130
     except BrokenPipeError:  # `farm ... | head`: the reader left; not an error of ours
         sys.stdout = open(os.devnull, "w")

@@ -88,7 +88,7 @@ def describe(output: str, run_id: str) -> str:
     lines.append(f"folder:   {store.run_dir}")
     lines.append(f"config:   {store.run_dir}/config.yaml")
     if st.kind == "bench":
-        lines.append(f"pairs:    {store.pairs_dir}")
+        lines.append(f"parquet:  {store.pairs_dir}")
     tables = Path(store.run_dir) / "tables"
     if store.fs.type_name == "local" and tables.is_dir():
         lines.append(f"tables:   {tables}")

@@ -10,6 +10,7 @@
 * The landing URLs open each experiment on its runs table (``workflowType=machine_learning``:
   MLflow 3.17 otherwise opens the GenAI traces view).
 * The server's exit status is farm's: a server that fails to start exits non-zero.
+* No line per HTTP request unless ``farm -v ui``.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class UiOptions:
     port: int
     expose: bool
     workers: int
+    access_log: bool = False  # uvicorn's line per HTTP request (dozens per page load): -v only
 
 
 def check(opts: UiOptions) -> None:
@@ -67,6 +69,8 @@ def command(opts: UiOptions) -> list[str]:
            "--workers", str(opts.workers)]
     if uri.startswith("sqlite:///"):
         cmd += ["--artifacts-destination", str(Path(uri[len("sqlite:///"):]).parent / "mlartifacts")]
+    if not opts.access_log:
+        cmd += ["--uvicorn-opts", "--no-access-log"]
     return cmd
 
 

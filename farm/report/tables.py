@@ -559,7 +559,11 @@ def regenerate(run_id: str, output: str = "results", out_dir: str | None = None,
     default = Path(store.run_dir) / "tables" if store.fs.type_name == "local" else Path(f"{run_id}-tables")
     folder = Path(out_dir) if out_dir else default
     prepare_folder(folder)  # a bad --out fails before any work
+    log_fn(f"tables: reading {run_id}" + (" and aligning its triggers" if align else ""))
     data = load(output, run_id, log_fn, align=align, trust_code=trust_code)
+    # Rendering is the slow part (minutes for a run with many jobs): say so before it starts.
+    log_fn(f"tables: {len(data.df)} rows; building tables and rendering heat maps of "
+           f"{data.df.groupby(JOB).ngroups} job(s)")
     tables = build_tables(data)
     figs = figures(data)
     write(tables, figs, folder, list(formats))
