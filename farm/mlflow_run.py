@@ -83,10 +83,10 @@ class RunTracker:
     """Create/find a farm run's MLflow runs and log into them as the work proceeds."""
 
     def __init__(self, cfg: Config, store: RunStore, num_classes: dict[str, int],
-                 class_names: dict[str, list[str]], log_fn: Callable[[str], None] = print):
+                 class_names: dict[str, list[str]], log_fn: Callable[[str], None] = print, uri: str | None = None):
         self.cfg, self.store, self.log_fn = cfg, store, log_fn
         self.num_classes, self.class_names = num_classes, class_names
-        self.uri = tracking_uri(cfg)
+        self.uri = uri or tracking_uri(cfg)
         self.client: Any = None
         self.parent_id: str | None = None
         self.jobs: dict[Key, JobRun] = {}
@@ -282,11 +282,13 @@ def _log_datasets(client: Any, run_id: str, cfg: Config) -> None:
 
 
 def log_run(cfg: Config, store: RunStore, num_classes: dict[str, int], class_names: dict[str, list[str]],
-            params: dict[str, Any] | None = None, log_fn: Callable[[str], None] = print) -> str | None:
-    """Log a stored run in one go (the same runs and metrics a live run logs): for a run
-    whose tracking failed, or into another store. Returns the parent MLflow run id."""
+            params: dict[str, Any] | None = None, log_fn: Callable[[str], None] = print,
+            uri: str | None = None) -> str | None:
+    """Log a stored run in one go (the same runs and metrics a live run logs) into ``uri``
+    (default: the config's store): for a run whose tracking failed, or a copy of a results
+    folder (``farm tables``). Returns the parent MLflow run id, None if tracking failed."""
     df = store.read(columns=[*JOB, "victim", "target"])
     job_pairs = {key: list(zip(g["victim"].astype(int), g["target"].astype(int)))
                  for key, g in df.groupby(JOB, sort=True)}
     done = {key: len(pairs) for key, pairs in job_pairs.items()}
-    return RunTracker(cfg, store, num_classes, class_names, log_fn).start(job_pairs, done, params).close()
+    return RunTracker(cfg, store, num_classes, class_names, log_fn, uri).start(job_pairs, done, params).close()

@@ -37,7 +37,8 @@ def _store(cfg, rows_written):
 
     store = RunStore(cfg.run.output, cfg.run.id)
     if not store.exists():
-        store.create(cfg.to_yaml(), {"run_id": cfg.run.id, "config_hash": cfg.hash()})
+        store.create(cfg.to_yaml(), {"run_id": cfg.run.id, "config_hash": cfg.hash(),
+                                     "models": {"poisoned": {"num_classes": 10, "class_names": []}}})
     for i, chunk in enumerate(rows_written):
         store.write_shard(*KEY, f"s{i}", chunk)
     return store
@@ -122,3 +123,12 @@ def test_runs_live_resume_idempotent_and_a_copy_keeps_its_artifacts(computed, tm
     parent_dir = Path(parent.info.artifact_uri[len("mlflow-artifacts:/"):])
     assert (copy / "mlartifacts" / parent_dir / "paper_tables" / "t1.md").is_file()
     assert not (out / "mlartifacts" / parent_dir / "paper_tables").exists()
+
+    # A store that never saw the run gets all of it from the Parquet rows, then the tables.
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    assert log_paper_tables("t", str(out), folder, {}, explicit_uri=other) == other
+    runs = _runs(MlflowClient(tracking_uri=other))
+    assert sorted(r.info.run_name for r in runs) == ["poisoned/ours/plain", "t"]
+    job = next(r for r in runs if "mlflow.parentRunId" in r.data.tags)
+    assert job.data.metrics["pairs"] == 6 and job.info.status == "FINISHED"
+    assert (tmp_path / "mlartifacts" / job.info.artifact_uri[len("mlflow-artifacts:/"):] / "heatmaps").is_dir()
