@@ -236,8 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "percent in every summary, table, heat map and MLflow metric.")
     p.add_argument("--version", action="version", version=f"farm {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0,
-                   help="more output: -v shows MLflow's and Ray's info messages, -vv debug messages "
-                        "(default: farm's own messages and warnings only)")
+                   help="more output: -v shows MLflow's info messages (schema migrations), Ray's "
+                        "authentication notices and the MLflow UI's request log, -vv MLflow's debug messages "
+                        "(default: farm's own messages, warnings and progress bars)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(sp: argparse.ArgumentParser) -> None:
@@ -383,7 +384,8 @@ def _shutdown_ray() -> bool:
 
 def configure_output(verbose: int) -> None:
     """Quiet by default: farm's own messages and warnings; MLflow's INFO lines (database
-    migrations), Ray's info logs and ANSI colour codes in piped output only with -v.
+    migrations) and Ray's token-auth notices only with -v. ANSI colour codes never go into
+    piped output (or anywhere with $NO_COLOR set).
 
     Environment variables, not logger levels, because MLflow and Ray configure their loggers
     when imported (later, by the subcommands) and Ray's workers inherit the environment. A
