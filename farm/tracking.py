@@ -163,17 +163,25 @@ def experiment_id(client: Any, uri: str, name: str) -> str:
     return exp_id
 
 
-def log_artifacts(client: Any, uri: str, run_id: str, folder: str | Path, artifact_path: str | None = None) -> None:
-    """Upload ``folder`` to the run's artifacts. A location-free URI on a sqlite store is
-    written under the store's own ``mlartifacts`` (what ``mlflow ui --artifacts-destination``
-    serves); any other URI goes through MLflow's client."""
-    artifact_uri = client.get_run(run_id).info.artifact_uri
+def run_artifact_dir(uri: str, artifact_uri: str) -> Path | None:
+    """The local folder of a run's artifacts in a sqlite store (``<db folder>/mlartifacts/...``),
+    None where MLflow's client handles them. MLflow's own client reads ``mlflow-artifacts:``
+    URIs only through a server (``farm ui``); code that reads a local store's artifacts
+    directly uses this folder."""
     root = local_artifact_root(uri)
-    if root is not None and artifact_uri.startswith(PROXIED):
+    if root is None or not artifact_uri.startswith(PROXIED):
+        return None
+    return root / unquote(artifact_uri[len(PROXIED):])
+
+
+def log_artifacts(client: Any, uri: str, run_id: str, folder: str | Path, artifact_path: str | None = None) -> None:
+    """Upload ``folder`` to the run's artifacts: into :func:`run_artifact_dir` for a sqlite
+    store (what ``mlflow ui --artifacts-destination`` serves), else through MLflow's client."""
+    local = run_artifact_dir(uri, client.get_run(run_id).info.artifact_uri)
+    if local is not None:
         from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-        LocalArtifactRepository(str(root / unquote(artifact_uri[len(PROXIED):]))).log_artifacts(str(folder),
-                                                                                                artifact_path)
+        LocalArtifactRepository(str(local)).log_artifacts(str(folder), artifact_path)
     else:
         client.log_artifacts(run_id, str(folder), artifact_path)
 
