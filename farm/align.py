@@ -211,7 +211,7 @@ def _align_locked(store: RunStore, run_id: str, output: str, ref: str, log_fn: L
     task = ray.remote(num_cpus=cfg.cluster.cpus_per_actor, max_retries=2)(_remote_align)
     models = prepare_models(cfg, log_fn)
     in_flight: dict[Any, tuple[str, str, str, str]] = {}
-    total = 0
+    total = pairs = pairs_done = 0
     for model_id, items in sorted(work.items()):
         m = models[model_id]
         images = pair_images(m.dataset, select_pairs(cfg.pairs, m.num_classes, cfg.run.seed), cfg.pairs,
@@ -219,18 +219,27 @@ def _align_locked(store: RunStore, run_id: str, output: str, ref: str, log_fn: L
         payload_ref, images_ref = ray.put(m.payload), ray.put(images)
         for shard_id, method, variant, chunk in shards(items, model_id, ref):
             total += 1
-            if shard_id not in done:
+            pairs += len(chunk)
+            if shard_id in done:
+                pairs_done += len(chunk)
+            else:
                 in_flight[task.remote(payload_ref, images_ref, chunk, threads)] = (model_id, method, variant, shard_id)
     log_fn(f"align {run_id}: {len(in_flight)} of {total} shard(s) to compute against {ref!r} "
            f"(Ray CPU={resources.get('CPU', 0):g})")
-    while in_flight:
-        ready, _ = ray.wait(list(in_flight), num_returns=1)
-        model_id, method, variant, shard_id = in_flight.pop(ready[0])
-        rows = [r | {"schema_version": ALIGN_SCHEMA_VERSION, "run_id": run_id, "shard_id": shard_id,
-                     "ref_method": ref} for r in ray.get(ready[0])]
-        table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in ALIGN_SCHEMA} for r in rows],
-                                     schema=ALIGN_SCHEMA)
-        store.write_parquet(f"align/model_id={model_id}/method={method}/variant={variant}/{shard_id}.parquet", table)
+    progress = cluster.Progress(pairs, pairs_done, desc="align")  # minutes of work: show it moving
+    try:
+        while in_flight:
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            model_id, method, variant, shard_id = in_flight.pop(ready[0])
+            rows = [r | {"schema_version": ALIGN_SCHEMA_VERSION, "run_id": run_id, "shard_id": shard_id,
+                         "ref_method": ref} for r in ray.get(ready[0])]
+            table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in ALIGN_SCHEMA} for r in rows],
+                                         schema=ALIGN_SCHEMA)
+            store.write_parquet(f"align/model_id={model_id}/method={method}/variant={variant}/{shard_id}.parquet",
+                                table)
+            progress.update(len(rows), f"{model_id}/{method}/{variant}")
+    finally:
+        progress.close()
     return align_dir(store)
 
 

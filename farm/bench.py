@@ -10,6 +10,7 @@ pyarrow and pyyaml.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
@@ -24,16 +25,38 @@ from farm.autotune import measure
 from farm.baseline import time_baseline
 from farm.config import Config, MethodSpec
 from farm.grid import Job, Pair, Shard, resolved_params, select_pairs, shard_id
-from farm.runner import PreparedModel, RunError, pair_images, prepare_models
+from farm.methods import METHODS
+from farm.runner import PreparedModel, pair_images, prepare_models
 from farm.worker import ExecOptions, PairImages, ShardExecutor, image_key, pick_device
 
 
 def method_spec(cfg: Config, method: str, epochs: int | None = None) -> MethodSpec:
-    """The config's entry for ``method`` (or its defaults), optionally with fewer epochs."""
+    """The config's entry for ``method`` (or its defaults), optionally with ``epochs`` set
+    wherever the method has epochs (both halves of nc_prune; CW has none and keeps its own
+    iteration schedule)."""
     spec = next((m for m in cfg.methods if m.name == method), MethodSpec(method))
     if epochs is not None:
-        spec = replace(spec, params={**spec.params, "epochs": epochs})
+        spec = replace(spec, params=with_epochs(METHODS[method].Params, spec.params, epochs))
     return spec
+
+
+def has_epochs(params_cls: type) -> bool:
+    """Whether ``--epochs`` means anything to a method (its params, or a nested part, have epochs)."""
+    return with_epochs(params_cls, {}, 1) != {}
+
+
+def with_epochs(params_cls: type, params: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """``params`` with ``epochs`` set on the method's params and on each nested params part
+    that has the field."""
+    out = dict(params)
+    for f in dataclasses.fields(params_cls):
+        if f.name == "epochs":
+            out["epochs"] = epochs
+        elif f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory):
+            nested = with_epochs(f.default_factory, dict(params.get(f.name) or {}), epochs)
+            if nested != dict(params.get(f.name) or {}):
+                out[f.name] = nested
+    return out
 
 
 def make_executor(cfg: Config, model: PreparedModel, spec: MethodSpec, pairs: list[Pair], variant: str = "plain",
@@ -95,17 +118,22 @@ def bench(cfg: Config, model_ids: list[str] | None, methods: list[str], batch_si
     one after the other; medians over rounds are reported, and ``x_baseline`` is the ratio of a
     configuration's optimisation rate to the baseline's rate in the same run.
     """
-    models = prepare_models(cfg, print)
-    for mid in model_ids or []:
-        if mid not in models:
-            raise RunError(f"--model {mid}: not in the config (have {', '.join(models)})")
-    chosen_models = [models[m] for m in model_ids] if model_ids else [next(iter(models.values()))]
+    ids = model_ids or [cfg.models[0].id]
+    models = prepare_models(replace(cfg, models=[m for m in cfg.models if m.id in ids]), print)  # only those timed
+    chosen_models = [models[m] for m in ids]
     dev = str(pick_device(device))
+    print(f"bench: {len(chosen_models)} model(s) x {len(methods)} method(s) x {len(batch_sizes)} P x {rounds} "
+          f"round(s), {pairs} pairs, {epochs} epochs each, on {dev}. The default sweep (4 P x 90 pairs x 5 epochs) "
+          "takes about 15 min on 2 CPU cores; --pairs 10 --pairs-per-batch 1,10 gives a first look in about a "
+          "minute.", flush=True)
     records = []
     for model in chosen_models:
         chosen = select_pairs(replace(cfg.pairs, universal=False), model.num_classes, cfg.run.seed)[:pairs]
         for method in methods:
             spec = method_spec(cfg, method, epochs)
+            # CW has no epochs: its rate is pairs/s (epochs counted as 1 per pair).
+            epoch_based = has_epochs(METHODS[method].Params)
+            per_pair = epochs if epoch_based else 1
             executor = make_executor(cfg, model, spec, chosen, device=dev)
             b = min(cfg.pairs.batch_size, cfg.pairs.victim_images)
             base_pairs = chosen[:baseline_pairs]
@@ -127,20 +155,21 @@ def bench(cfg: Config, model_ids: list[str] | None, methods: list[str], batch_si
                     t = timings.setdefault(name, Timing([], []))
                     t.opt.append(opt)
                     t.total.append(total)
-            base_rate = (len(base_pairs) * epochs / statistics.median(timings["baseline"].opt)) if baseline else None
+            base_rate = (len(base_pairs) * per_pair / statistics.median(timings["baseline"].opt)) if baseline else None
             for name, t in timings.items():
                 n = len(base_pairs) if name == "baseline" else len(chosen)
                 opt_s, total_s = statistics.median(t.opt), statistics.median(t.total)
-                rate = n * epochs / opt_s
+                rate = n * per_pair / opt_s
                 records.append({
                     "device": dev, "model": model.spec.id, "arch": model.spec.arch, "method": method,
                     "config": name, "precision": cfg.run.precision, "compile": cfg.run.compile,
                     "fold_batchnorm": cfg.run.fold_batchnorm, "threads": torch.get_num_threads(),
-                    "pairs": n, "epochs": epochs, "pair_epochs_per_s": rate,
-                    "pair_epochs_per_s_with_eval": n * epochs / total_s,
+                    "pairs": n, "epochs": per_pair, "pair_epochs_per_s": rate,
+                    "pair_epochs_per_s_with_eval": n * per_pair / total_s,
                     "eval_share": 1 - opt_s / total_s, "x_baseline": rate / base_rate if base_rate else None,
                     "s_per_pair": opt_s / n, "total_s": total_s})
-                print(f"{model.spec.id} {method} {name:>8}: {rate:8.1f} pair-epochs/s"
+                print(f"{model.spec.id} {method} {name:>8}: {rate:8.1f} "
+                      f"{'pair-epochs/s' if epoch_based else 'pairs/s'}"
                       + (f" ({records[-1]['x_baseline']:.2f}x baseline)" if base_rate else "")
                       + f", eval {100 * records[-1]['eval_share']:.0f}% of wall", flush=True)
     df = pd.DataFrame(records)

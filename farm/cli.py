@@ -7,6 +7,7 @@ or MLflow.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -30,10 +31,20 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    cfg = _config(args)
+    """Config problems and, unless --no-check-files, missing files: all reported at once."""
+    from farm.config import config_problems
+    from farm.preflight import file_problems
+
+    source = str(args.config or DEFAULT_CONFIG)
+    cfg, problems = config_problems(args.config, args.set)
+    if cfg is not None and not args.no_check_files:
+        problems += file_problems(_trusted(cfg, args))
+    if problems:
+        raise ConfigError(problems, source)
     from farm.grid import jobs
 
-    print(f"{args.config or DEFAULT_CONFIG}: valid (config hash {cfg.hash()})")
+    print(f"{source}: valid (config hash {cfg.hash()})"
+          + ("; files not checked (--no-check-files)" if args.no_check_files else "; files present"))
     print(f"  {len(cfg.models)} model(s), {len(cfg.methods)} method(s), {len(jobs(cfg))} job(s); "
           f"pairs: {cfg.pairs.mode}{' + universal' if cfg.pairs.universal else ''}")
     return 0
@@ -88,12 +99,13 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     for mid, m in models.items():
         acc, asr = m.meta.get("clean_acc"), m.meta.get("asr")
         print(f"  {mid:24s} {m.spec.arch:12s} {m.payload.info['model_kind']:9s} "
-              f"clean_acc={_fmt(acc)} asr={_fmt(asr)}")
+              f"clean_acc={_pct(acc)} asr={_pct(asr)}")
     return 0
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _pct(value: float | None) -> str:
+    """A stored fraction as the percent every farm summary shows."""
+    return "-" if value is None else f"{100 * value:.1f}%"
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
@@ -151,50 +163,79 @@ def cmd_align(args: argparse.Namespace) -> int:
     return 0
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
 def cmd_ui(args: argparse.Namespace) -> int:
-    import shutil
-    import socket
+    from farm.ui import UiOptions, check, command, landing_urls, serve
 
-    if args.host not in LOOPBACK and not args.expose:
-        raise ConfigError([f"--host {args.host}: the MLflow UI has no login; anyone who reaches {args.host}:{args.port} "
-                           "reads (and can delete) every run. Keep 127.0.0.1 (use an SSH tunnel), or add --expose "
-                           "if that network is trusted"])
-    if not 1 <= args.port <= 65535:
-        raise ConfigError([f"--port {args.port}: must be in 1..65535"])
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as s:
-            s.bind((args.host, args.port))
-    except OSError as exc:
-        raise ConfigError([f"--port {args.port}: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
-                           "the port is taken or the address is not this machine's. Pass another --port"]) from None
-    uri = args.tracking_uri or f"sqlite:///{Path(args.output).resolve() / 'mlflow.db'}"
-    exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    cmd = [exe, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
-    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C to stop")
+    opts = UiOptions(args.output, args.tracking_uri, args.host, args.port, args.expose, args.workers,
+                     access_log=args.verbose > 0)
+    check(opts)
     if args.dry_run:
-        print(" ".join(cmd))
+        print(" ".join(command(opts)))
+        print("then open:\n  " + "\n  ".join(landing_urls(opts)))
         return 0
-    os.execv(cmd[0], cmd)
-    return 0  # pragma: no cover - execv does not return
+    return serve(opts)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from farm.runs import format_runs, list_runs
+
+    print(format_runs(list_runs(args.output), args.output))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from farm.runs import describe
+
+    print(describe(args.output, args.run_id))
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from farm.bench import bench
 
     cfg = _config(args)
-    try:
-        sizes: list[int | str] = [x if x == "auto" else int(x) for x in args.pairs_per_batch.split(",")]
-    except ValueError:
-        raise ConfigError([f"--pairs-per-batch: expected a comma list of integers or 'auto', "
-                           f"got {args.pairs_per_batch!r}"]) from None
-    models = args.model.split(",") if args.model else None
-    bench(cfg, model_ids=models, methods=args.method.split(","), batch_sizes=sizes, pairs=args.pairs,
+    if args.baseline and set(args.method) - {"ours", "nc"}:
+        raise ConfigError([f"--baseline: only ours and nc have a paper-style baseline; drop --baseline or time "
+                           f"{', '.join(sorted(set(args.method) - {'ours', 'nc'}))} without it"])
+    ids = [m.id for m in cfg.models]
+    unknown = [m for m in args.model or [] if m not in ids]
+    if unknown:  # before the zoo trains or loads anything
+        raise ConfigError([f"--model {', '.join(unknown)}: not in the config; it has {', '.join(ids)}"])
+    bench(cfg, model_ids=args.model, methods=args.method, batch_sizes=args.pairs_per_batch, pairs=args.pairs,
           epochs=args.epochs, device=args.device, out=args.out, baseline=args.baseline,
           baseline_pairs=args.baseline_pairs, rounds=args.rounds)
     return 0
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def batch_sizes(text: str) -> list[int | str]:
+    """argparse type for --pairs-per-batch: a comma list of integers >= 1 and 'auto'."""
+    try:
+        return [x if x == "auto" else positive_int(x) for x in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of integers >= 1 or 'auto', got {text!r}") from None
+
+
+def method_names(text: str) -> list[str]:
+    """argparse type for --method: a comma list of registered methods."""
+    from farm.methods import METHODS
+
+    names = text.split(",")
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(unknown)}; choose from "
+                                         f"{', '.join(sorted(METHODS))}")
+    return names
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -210,14 +251,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from farm import __version__
+
     p = argparse.ArgumentParser(prog="farm", description="Ray-distributed benchmark farm for backdoor "
-                                "trigger inversion: every pair, every model, every method.")
-    sub = p.add_subparsers(dest="command", required=True)
+                                "trigger inversion: every pair, every model, every method. ASR is reported in "
+                                "percent in every summary, table, heat map and MLflow metric.")
+    p.add_argument("--version", action="version", version=f"farm {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more output: -v shows MLflow's info messages (schema migrations), Ray's "
+                        "authentication notices and the MLflow UI's request log, -vv MLflow's debug messages "
+                        "(default: farm's own messages, warnings and progress bars)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("config", nargs="?", help=f"YAML config (default: {DEFAULT_CONFIG.name})")
         sp.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override a config field, e.g. --set methods.0.params.epochs=50 (repeatable)")
+
+    def with_output(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--output", default="results", help="results root the runs live under: a folder or a URI "
+                        "such as s3://bucket/prefix (default: results)")
 
     sp = sub.add_parser("run", help="run a benchmark: zoo, all pairs through Ray (or --local), Parquet, MLflow")
     with_config(sp)
@@ -229,8 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     sp.set_defaults(func=cmd_run)
 
-    sp = sub.add_parser("validate", help="check a config and list every problem at once")
+    sp = sub.add_parser("validate", help="check a config and the files it names; list every problem at once")
     with_config(sp)
+    sp.add_argument("--no-check-files", action="store_true",
+                    help="skip the checks that checkpoints and dataset roots exist (for paths that exist only on "
+                         "the cluster's nodes)")
+    sp.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     sp.set_defaults(func=cmd_validate)
 
     sp = sub.add_parser("zoo", help="train (or reuse) the config's zoo models and print their accuracy/ASR")
@@ -239,10 +296,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     sp.set_defaults(func=cmd_zoo)
 
+    sp = sub.add_parser("ls", help="list the runs under a results root with status and pairs done")
+    with_output(sp)
+    sp.set_defaults(func=cmd_ls)
+
+    sp = sub.add_parser("show", help="one run: status, pairs done per job, where its files are, what to do next")
+    sp.add_argument("run_id", help="run id (a folder name under --output; `farm ls` lists them)")
+    with_output(sp)
+    sp.set_defaults(func=cmd_show)
+
     sp = sub.add_parser("tables", help="regenerate tables and heat maps of a run from its Parquet files")
-    sp.add_argument("run_id")
-    sp.add_argument("--output", default="results", help="results root the run lives under: a folder or a URI "
-                    "such as s3://bucket/prefix (default: results)")
+    sp.add_argument("run_id", help="run id (a folder name under --output)")
+    with_output(sp)
     sp.add_argument("--out", help="folder for the tables (default: <output>/<run_id>/tables; ./<run_id>-tables "
                     "for a run on an object store)")
     sp.add_argument("--format", default="md,csv", help="comma list of md, csv, tex (default: md,csv)")
@@ -270,39 +335,49 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_harden)
 
     sp = sub.add_parser("align", help="align every method's stored triggers with ours (by size, by ASR) on Ray")
-    sp.add_argument("run_id")
-    sp.add_argument("--output", default="results", help="results root the run lives under (default: results)")
+    sp.add_argument("run_id", help="run id (a folder name under --output)")
+    with_output(sp)
     sp.add_argument("--ref", default="ours", help="reference method (default: ours)")
     sp.add_argument("--address", help="Ray address ('auto' joins a running cluster)")
     sp.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     sp.set_defaults(func=cmd_align)
 
     sp = sub.add_parser("ui", help="serve the MLflow UI for a results folder on 127.0.0.1")
-    sp.add_argument("--output", default="results")
-    sp.add_argument("--tracking-uri")
+    sp.add_argument("--output", default="results", help="results folder whose mlflow.db and mlartifacts/ to serve "
+                    "(default: results)")
+    sp.add_argument("--tracking-uri", help="serve this MLflow store instead of <output>/mlflow.db")
     sp.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only; any other "
                     "address needs --expose)")
     sp.add_argument("--expose", action="store_true",
                     help="allow a non-loopback --host: the MLflow UI has no authentication (docs/security.md)")
-    sp.add_argument("--port", type=int, default=5000)
-    sp.add_argument("--dry-run", action="store_true", help="print the command instead of starting it")
+    sp.add_argument("--port", type=int, default=5000, help="port to listen on; checked free first (default 5000)")
+    sp.add_argument("--workers", type=positive_int, default=1,
+                    help="server worker processes (default 1: starts in seconds; MLflow's own default is 4)")
+    sp.add_argument("--dry-run", action="store_true", help="print the command and landing URLs instead of serving")
     sp.set_defaults(func=cmd_ui)
 
-    sp = sub.add_parser("bench", help="time one method over pairs in-process (no Ray) for several batch sizes P")
+    sp = sub.add_parser("bench", help="time methods in-process (no Ray) for several batch sizes P",
+                        description="Time methods over the same pairs in-process for several pairs-per-batch P. "
+                                    "The default sweep (4 P x 90 pairs x 5 epochs) takes about 15 min on 2 CPU "
+                                    "cores; --pairs 10 --pairs-per-batch 1,10 gives a first look in about a minute.")
     with_config(sp)
-    sp.add_argument("--model", help="model id, or a comma list (default: the config's first)")
-    sp.add_argument("--method", default="ours", help="method, or a comma list (default: ours)")
-    sp.add_argument("--pairs-per-batch", default="1,10,45,90",
-                    help="comma list of P to time; 'auto' adds the P the autotuner picks")
-    sp.add_argument("--pairs", type=int, default=90, help="pairs timed per P (default 90)")
-    sp.add_argument("--epochs", type=int, default=5, help="epochs per timing (default 5)")
-    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sp.add_argument("--model", type=lambda t: t.split(","), help="model id, or a comma list (default: the "
+                    "config's first); checked against the config before any model loads")
+    sp.add_argument("--method", type=method_names, default="ours", help="method, or a comma list (default: ours)")
+    sp.add_argument("--pairs-per-batch", type=batch_sizes, default="1,10,45,90",
+                    help="comma list of P to time; 'auto' adds the P the autotuner picks (default: 1,10,45,90)")
+    sp.add_argument("--pairs", type=positive_int, default=90, help="pairs timed per P (default 90)")
+    sp.add_argument("--epochs", type=positive_int, default=5,
+                    help="epochs per timing, for every method with epochs (both halves of nc_prune); CW has none "
+                         "and keeps its iteration schedule (default 5)")
+    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to time (default auto)")
     sp.add_argument("--out", help="also write the timings as CSV here")
     sp.add_argument("--baseline", action="store_true",
                     help="also time a paper-style one-pair loop (torch.optim.Adam, no batching) and print "
                          "each configuration's speed as a multiple of it (ours and nc only)")
-    sp.add_argument("--baseline-pairs", type=int, default=4, help="pairs the baseline times per round (default 4)")
-    sp.add_argument("--rounds", type=int, default=1,
+    sp.add_argument("--baseline-pairs", type=positive_int, default=4,
+                    help="pairs the baseline times per round (default 4)")
+    sp.add_argument("--rounds", type=positive_int, default=1,
                     help="repeat baseline and every P this many times, interleaved; medians reported (default 1)")
     sp.set_defaults(func=cmd_bench)
 
@@ -337,8 +412,28 @@ def _shutdown_ray() -> bool:
     return False
 
 
+def configure_output(verbose: int) -> None:
+    """Quiet by default: farm's own messages and warnings; MLflow's INFO lines (database
+    migrations) and Ray's token-auth notices only with -v. ANSI colour codes never go into
+    piped output (or anywhere with $NO_COLOR set).
+
+    Environment variables, not logger levels, because MLflow and Ray configure their loggers
+    when imported (later, by the subcommands) and Ray's workers inherit the environment. A
+    value the user set wins."""
+    level = "WARNING" if verbose == 0 else "INFO" if verbose == 1 else "DEBUG"
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", level)
+    if not sys.stderr.isatty() or "NO_COLOR" in os.environ:
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # "(_train pid=…)" prefixes without escape codes
+    logging.getLogger("alembic").setLevel(level)  # MLflow's schema migrations
+    if verbose == 0:
+        # Ray logs at WARNING that a local cluster started with token authentication, which
+        # farm always sets up (farm.ray_safety): expected, so not worth a line per run.
+        logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_output(args.verbose)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)

@@ -52,14 +52,14 @@ class Comparison:
         j = self.joined
         if j.empty:
             return pd.DataFrame(columns=JOB + ["pairs", "identical_triggers", "size_differs", "max_abs_dsize",
-                                               "max_abs_dasr", "converged_flips", "status_flips"])
+                                               "max_abs_dasr_pct", "converged_flips", "status_flips"])
         g = j.groupby(JOB, sort=True)
         out = pd.DataFrame({
             "pairs": g.size(),
             "identical_triggers": g["same_trigger"].sum(),
             "size_differs": g["size_differs"].sum(),
             "max_abs_dsize": g["dsize"].max(),
-            "max_abs_dasr": g["dasr"].max(),
+            "max_abs_dasr_pct": 100 * g["dasr"].max(),  # percentage points, like every ASR shown
             "converged_flips": g["converged_flip"].sum(),
             "status_flips": g["status_flip"].sum(),
         }).reset_index()

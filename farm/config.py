@@ -398,6 +398,17 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None, s
     return build(Config, data, "", source=source)
 
 
+def config_problems(path: str | Path | None = None, overrides: list[str] | None = None) -> tuple[Config | None, list[str]]:
+    """Every problem of a config file, and the config as far as it parsed (``farm validate``
+    checks the files of that too, so a bad field never hides a missing checkpoint)."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    data = load_raw(path)
+    for key, value in parse_overrides(overrides):
+        _set_path(data, key, value)
+    cfg, problems = parse(Config, data, "")
+    return cfg, problems
+
+
 def with_run(cfg: Config, **changes: Any) -> Config:
     return replace(cfg, run=replace(cfg.run, **changes))
 

@@ -102,21 +102,22 @@ class Progress:
     """pairs done / total, pairs/s and ETA on stderr (a plain line per update without a TTY,
     or without tqdm: a bare GPU box running ``--local`` may not have it)."""
 
-    def __init__(self, total: int, already: int = 0):
+    def __init__(self, total: int, already: int = 0, desc: str = "pairs"):
         self.total, self.already, self.done, self.start = total, already, already, time.perf_counter()
+        self.desc = desc
         try:
             from tqdm import tqdm
         except ImportError:
             self.bar = None
             return
         self.bar = tqdm(total=total, initial=already, unit="pair", dynamic_ncols=True, file=sys.stderr,
-                        desc="pairs", mininterval=0.5, disable=None if sys.stderr.isatty() else False)
+                        desc=desc, mininterval=0.5, disable=None if sys.stderr.isatty() else False)
 
     def update(self, n: int, note: str = "") -> None:
         if self.bar is None:
             self.done += n
             rate = (self.done - self.already) / max(time.perf_counter() - self.start, 1e-9)
-            print(f"pairs {self.done}/{self.total} {note} ({rate:.2f} pairs/s)", file=sys.stderr, flush=True)
+            print(f"{self.desc} {self.done}/{self.total} {note} ({rate:.2f} pairs/s)", file=sys.stderr, flush=True)
             return
         if note:
             self.bar.set_postfix_str(note, refresh=False)

@@ -32,6 +32,23 @@ def _describe(raw: bytes) -> str:
         return "holder unknown"
 
 
+def is_held(run_dir: str | Path) -> bool:
+    """Whether a live process holds the run's lock (``farm ls``: running vs stopped). Probes
+    with a non-blocking shared lock, so it never blocks and is released at once."""
+    path = Path(run_dir) / LOCK_NAME
+    if not path.is_file():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 class RunLock:
     """Held from :meth:`acquire` until :meth:`release` (or process exit)."""
 

@@ -21,7 +21,7 @@ from farm.config import Config, ConfigError, ModelSpec, PairsSpec, config_from_d
 from farm.data import load_dataset
 from farm.data.base import Dataset
 from farm.data.selection import attack_indices, gather, heldout_indices
-from farm.grid import ANY, Pair, expand, resolved_params, select_pairs
+from farm.grid import ANY, Pair, Shard, expand, resolved_params, select_pairs
 from farm.errors import RunError
 from farm.execution import Executor, JobContext, Progress, WorkItem
 from farm.resume import complete_rows
@@ -74,6 +74,8 @@ def open_run(cfg: Config, resume: str | None) -> tuple[RunStore, RunLock | None]
     except BaseException:
         if lock is not None:
             lock.release()
+        if resume is None:
+            store.remove_if_unstarted()
         raise
     return store, lock
 
@@ -193,7 +195,12 @@ def pair_images(ds: Dataset, pairs: list[Pair], spec: PairsSpec, seed: int, log_
 def execute(cfg: Config, resume: str | None = None, log_fn: Log = print) -> RunResult:
     """Run (or resume) a whole benchmark under the run's lock; returns the stored rows and
     where they are. Resuming a complete run only says so: no Ray, no MLflow, no rewrite."""
+    from farm.preflight import file_problems
+
     started = time.perf_counter()
+    problems = file_problems(cfg)  # before the run folder, Ray or any model exists
+    if problems:
+        raise ConfigError(problems)
     store, lock = open_run(cfg, resume)
     try:
         if resume is not None:
@@ -209,6 +216,8 @@ def execute(cfg: Config, resume: str | None = None, log_fn: Log = print) -> RunR
     finally:
         if lock is not None:
             lock.release()
+        if resume is None:
+            store.remove_if_unstarted()
 
 
 def make_executor(cfg: Config, log_fn: Log) -> Executor:
@@ -252,17 +261,30 @@ def _run(cfg: Config, store: RunStore, resume: str | None, log_fn: Log, started:
                 min(cfg.pairs.batch_size, cfg.pairs.victim_images)) for mid, m in models.items()}
         log_fn(f"pairs_per_batch auto: {', '.join(f'{mid}={p}' for mid, p in measured.items())}")
         manifest["pairs_per_batch"] = measured
-    if resume is None:
-        store.create(cfg.to_yaml(), manifest | {"status": "running"})
     pinned_p = manifest.get("pairs_per_batch")  # the measured P of `auto`, else the config's
-    total_pairs = sum(len(s.pairs) for s in expand(cfg, num_classes, pinned_p))
+    job_pairs = pairs_by_job(expand(cfg, num_classes, pinned_p))
+    total_pairs = sum(len(p) for p in job_pairs.values())
+    if resume is None:  # pairs_total: what `farm ls` shows progress against while it runs
+        store.create(cfg.to_yaml(), manifest | {"status": "running", "pairs_total": total_pairs})
     # Done is decided per (job, pair) from the stored rows, so another pairs_per_batch on
     # resume re-chunks only the missing pairs (farm.grid, farm.store).
     shards = expand(cfg, num_classes, pinned_p, done=store.done_pairs() if resume is not None else frozenset())
     items = [WorkItem(s, i) for i, s in enumerate(shards)]
-    done_pairs = total_pairs - sum(len(s.pairs) for s in shards)
+    remaining = pairs_by_job(shards)
+    done = {key: len(p) - len(remaining.get(key, [])) for key, p in job_pairs.items()}
+    done_pairs = sum(done.values())
     if done_pairs:
         log_fn(f"resume: {done_pairs} of {total_pairs} pairs already stored, skipping them")
+    tracker = None
+    if cfg.tracking.enabled and not tracking.available():
+        log_fn(f"MLflow is not installed here: tracking skipped; results are in Parquet. Log them later on a machine "
+               f"with mlflow: farm tables {store.run_id} --output {cfg.run.output}")
+    elif cfg.tracking.enabled:  # before the first shard: the runs show in MLflow while they compute
+        from farm.mlflow_run import RunTracker
+
+        tracker = RunTracker(cfg, store, num_classes, {mid: m.dataset.class_names for mid, m in models.items()},
+                             log_fn).start(job_pairs, done, {f"resources.{k}": v for k, v in executor.resources.items()
+                                                             if k in ("CPU", "GPU")})
     contexts = {}
     refs = {mid: executor.share(m.payload) for mid, m in models.items()}
     image_refs = {mid: executor.share(images[mid]) for mid in models}
@@ -278,6 +300,8 @@ def _run(cfg: Config, store: RunStore, resume: str | None, log_fn: Log, started:
         j = item.shard.job
         store.write_shard(j.model_id, j.method, j.variant, item.shard.shard_id, rows)
         progress.update(len(rows), f"{j.model_id}/{j.method}/{j.variant}")
+        if tracker is not None:
+            tracker.rows(j.key, rows)
 
     def on_failed(item: WorkItem, reason: str) -> None:
         ctx = contexts[item.shard.job.key]
@@ -287,6 +311,10 @@ def _run(cfg: Config, store: RunStore, resume: str | None, log_fn: Log, started:
     try:
         executor.run_shards(items, contexts, min(cfg.pairs.batch_size, cfg.pairs.victim_images), store.run_id,
                             cfg.hash(), on_rows, on_failed)
+    except BaseException as exc:
+        if tracker is not None:  # the MLflow runs end with the run: FAILED, or KILLED when stopped
+            tracker.close("FAILED" if isinstance(exc, Exception) else "KILLED")
+        raise
     finally:
         progress.close()
     # Scalar columns only: the driver's memory grows by a few numbers per pair, never by
@@ -296,22 +324,17 @@ def _run(cfg: Config, store: RunStore, resume: str | None, log_fn: Log, started:
         raise RunError(f"run {store.run_id}: expected {total_pairs} pair rows, found {len(df)}")
     store.write_manifest(manifest | {"status": "complete", "pairs": total_pairs,
                                      "finished": datetime.now(timezone.utc).isoformat()})
-    mlflow_id = uri = None
-    if cfg.tracking.enabled and not tracking.available():
-        log_fn(f"MLflow is not installed here: tracking skipped; results are in Parquet. Log them later on a machine "
-               f"with mlflow: farm tables {store.run_id} --output {cfg.run.output}")
-    elif cfg.tracking.enabled:
-        uri = tracking.tracking_uri(cfg)
-        try:
-            mlflow_id = tracking.log_run(cfg, store, df, num_classes,
-                                         {mid: m.dataset.class_names for mid, m in models.items()},
-                                         {f"resources.{k}": v for k, v in executor.resources.items()
-                                          if k in ("CPU", "GPU")})
-        except Exception as exc:  # noqa: BLE001 - tracking must never lose a finished run
-            log_fn(f"warning: MLflow logging to {uri} failed ({type(exc).__name__}: {exc}); results are safe in "
-                   f"Parquet. Log them later with: farm tables {store.run_id} --output {cfg.run.output} "
-                   f"--tracking-uri {uri}")
+    mlflow_id = tracker.close() if tracker is not None else None
+    uri = tracker.uri if tracker is not None else None
     return RunResult(store.run_id, store, df, mlflow_id, uri, time.perf_counter() - started, num_classes)
+
+
+def pairs_by_job(shards: list[Shard]) -> dict[tuple[str, str, str], list[tuple[int, int]]]:
+    """(victim, target) of every pair of the shards, per job, in run order."""
+    out: dict[tuple[str, str, str], list[tuple[int, int]]] = {}
+    for s in shards:
+        out.setdefault(s.job.key, []).extend((p.victim, p.target) for p in s.pairs)
+    return out
 
 
 def format_summary(df: pd.DataFrame) -> str:
@@ -321,8 +344,8 @@ def format_summary(df: pd.DataFrame) -> str:
     if table.empty:
         return "(no pair results)"
     table = table.assign(**{c: table[c].map(lambda v: "nan" if math.isnan(v) else f"{v:.3g}")
-                            for c in ("mean_size", "median_size", "mean_asr", "s_per_pair", "capped_mean_size",
-                                      "capped_mean_asr")})
+                            for c in ("mean_size", "median_size", "mean_asr_pct", "s_per_pair", "capped_mean_size",
+                                      "capped_mean_asr_pct")})
     return table.to_string(index=False)
 
 

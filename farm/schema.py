@@ -141,7 +141,7 @@ def _parse_dataclass(cls: Any, data: Any, path: str) -> tuple[Any, list[str]]:
         if name in data:
             value, ps = parse(hints[name], data[name], _join(path, name))
             problems += ps
-            if ps:
+            if ps and not _well_typed(value):
                 failed.add(name)
             else:
                 kwargs[name] = value
@@ -158,7 +158,20 @@ def _parse_dataclass(cls: Any, data: Any, path: str) -> tuple[Any, list[str]]:
         # Messages about fields that already failed to parse would only echo the defaults.
         problems += [_join(path, msg) if path else msg for msg in check()
                      if re.split(r"[.\[: ]", msg, maxsplit=1)[0] not in failed]
-    return (obj if not problems else None), problems
+    # Returned even with problems (the caller reports them): a parent's cross-field checks
+    # then see this object's values, e.g. a pair list with one bad entry still has its
+    # out-of-range classes reported in the same run of `farm validate`.
+    return obj, problems
+
+
+def _well_typed(value: Any) -> bool:
+    """A value parsed with problems that still has the declared shape (a dataclass whose own
+    check failed, or containers of such): safe for the parent's checks to read."""
+    if isinstance(value, (list, tuple)):
+        return all(_well_typed(v) for v in value)
+    if isinstance(value, dict):
+        return all(_well_typed(v) for v in value.values())
+    return value is not None
 
 
 def build(cls: type, data: Any, path: str = "", source: str | None = None) -> Any:

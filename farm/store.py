@@ -183,6 +183,12 @@ class RunStore:
             raise StoreError(f"run.output {self.output!r}: cannot write to {self.run_dir} ({exc}). Choose a "
                              f"writable folder or URI with --set run.output=PATH.") from None
 
+    def remove_if_unstarted(self) -> None:
+        """Delete the run folder if no manifest was ever written (a run that failed before its
+        first result: only its lock file is there), so failures leave no empty run behind."""
+        if not self.exists() and self.fs.get_file_info(self.run_dir).type == pafs.FileType.Directory:
+            self.fs.delete_dir(self.run_dir)
+
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         self._write_atomic(f"{self.run_dir}/manifest.json", json.dumps(manifest, indent=2).encode())
 
@@ -280,9 +286,11 @@ class RunStore:
         return final
 
     # ---- reading --------------------------------------------------------------------------
-    def read(self, columns: list[str] | None = None, with_triggers: bool = True) -> pd.DataFrame:
-        """All pair rows of the run as a DataFrame (empty frame with the columns if none)."""
-        return read_pairs(self.pairs_dir, self.fs, columns=columns, with_triggers=with_triggers)
+    def read(self, columns: list[str] | None = None, with_triggers: bool = True,
+             job: tuple[str, str, str] | None = None) -> pd.DataFrame:
+        """All pair rows of the run (of one (model, method, variant) ``job`` only, read from its
+        partition alone) as a DataFrame (empty frame with the columns if none)."""
+        return read_pairs(self.pairs_dir, self.fs, columns=columns, with_triggers=with_triggers, job=job)
 
 
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
@@ -293,7 +301,7 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 
 def read_pairs(pairs_dir: str, fs: pafs.FileSystem | None = None, columns: list[str] | None = None,
-               with_triggers: bool = True) -> pd.DataFrame:
+               with_triggers: bool = True, job: tuple[str, str, str] | None = None) -> pd.DataFrame:
     if fs is None:
         fs, pairs_dir = filesystem(pairs_dir)
     info = fs.get_file_info(pairs_dir)
@@ -306,14 +314,17 @@ def read_pairs(pairs_dir: str, fs: pafs.FileSystem | None = None, columns: list[
                          partitioning=hive_partitioning())
     if not dataset.files:
         return _empty(columns, with_triggers)
-    versions = set(_table(dataset, fs, pairs_dir, ["schema_version"]).column(0).to_pylist())
+    where = None
+    if job is not None:
+        where = (ds.field("model_id") == job[0]) & (ds.field("method") == job[1]) & (ds.field("variant") == job[2])
+    versions = set(_table(dataset, fs, pairs_dir, ["schema_version"], where).column(0).to_pylist())
     unknown = versions - {SCHEMA_VERSION}
     if unknown:
         raise StoreError(f"{pairs_dir}: results written with schema version(s) {sorted(unknown)}; this farm "
                          f"reads version {SCHEMA_VERSION} only (version 2 added stop_reason, which older rows "
                          f"lack). Re-run them with this farm, or read them with the farm version that wrote them.")
     cols = columns or _default_columns(with_triggers)
-    df = _table(dataset, fs, pairs_dir, cols).to_pandas()
+    df = _table(dataset, fs, pairs_dir, cols, where).to_pandas()
     check_partition_values(df, pairs_dir)
     return df.sort_values(["model_id", "method", "variant", "victim", "target"], ignore_index=True) \
         if {"model_id", "method", "variant", "victim", "target"} <= set(df.columns) else df
@@ -329,10 +340,12 @@ def readable(path: str, fs: pafs.FileSystem) -> bool:
         return False
 
 
-def _table(dataset: ds.Dataset, fs: pafs.FileSystem, where: str, columns: list[str]) -> pa.Table:
-    """``dataset.to_table`` whose errors name the unreadable file and the fix."""
+def _table(dataset: ds.Dataset, fs: pafs.FileSystem, where: str, columns: list[str],
+           rows: ds.Expression | None = None) -> pa.Table:
+    """``dataset.to_table`` (of the ``rows`` matching, if given) whose errors name the
+    unreadable file and the fix."""
     try:
-        return dataset.to_table(columns=columns)
+        return dataset.to_table(columns=columns, filter=rows)
     except (pa.ArrowInvalid, OSError) as exc:
         bad = next((f for f in dataset.files if not readable(f, fs)), where)
         raise StoreError(f"{bad}: not a readable Parquet shard ({exc}); `farm run --resume` moves it aside "

@@ -1,31 +1,25 @@
-"""MLflow logging of a run: a parent run per farm run, a nested run per (model, method, variant).
+"""Where and how farm talks to MLflow: the tracking URI, the sqlite lock, the experiment
+(kind tag, location-free artifact root) and artifact upload; ``farm tables``' logging.
 
-Only the driver talks to MLflow (sqlite locks under concurrent writers). Logging is
-idempotent per farm run id: a resumed run or a later ``farm tables`` finds the existing
-parent/nested runs by tag and logs into them instead of creating duplicates. A tracking
-failure never loses results: the Parquet files are already written, and the caller gets a
-warning telling how to log later.
+The runs of ``farm run`` are logged live by :mod:`farm.mlflow_run`. Only the driver talks to
+MLflow (sqlite locks under concurrent writers).
 """
 from __future__ import annotations
 
 import json
-import logging
-import math
 import os
 import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import quote, unquote
 
 import pandas as pd
 
 from farm.config import Config
-from farm.report.aggregate import JOB, anomaly_table, pair_matrix, summary, uncapped
-from farm.report.plots import heatmap
 from farm.store import RunStore, filesystem
 
-log = logging.getLogger("farm.tracking")
 TAG_RUN = "farm.run_id"
 TAG_JOB = "farm.job"
 
@@ -135,85 +129,71 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, str]:
+def flatten(d: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config as MLflow params (``a.b.0.c``), values as JSON, cut to MLflow's limit."""
     out: dict[str, str] = {}
     if isinstance(d, dict):
         for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
     elif isinstance(d, list) and d and all(isinstance(x, dict) for x in d):
         for i, v in enumerate(d):
-            out.update(_flatten(v, f"{prefix}{i}."))
+            out.update(flatten(v, f"{prefix}{i}."))
     else:
         out[prefix[:-1]] = json.dumps(d) if not isinstance(d, str) else d
     return {k: v[:6000] for k, v in out.items()}
 
 
-def _find_or_start(mlflow: Any, experiment_id: str, tags: dict[str, str], name: str,
-                   parent: str | None = None) -> Any:
-    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    found = mlflow.search_runs([experiment_id], filter_string=query, output_format="list", max_results=1)
-    if found:
-        return mlflow.start_run(run_id=found[0].info.run_id, nested=parent is not None)
-    extra = {"mlflow.parentRunId": parent} if parent else {}
-    return mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=parent is not None,
-                            tags=tags | extra)
+# MLflow 3 opens an experiment in its GenAI view (traces, evaluations) unless told it holds
+# model-development runs. Versions that read this tag open farm's experiments on the runs
+# table; 3.17's UI decides by its own "workflowType" instead, which `farm ui` sets in the URL.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# Artifacts of a local (sqlite) store live next to its database, under a location-free URI,
+# so a copied or moved results folder keeps its heat maps and tables (`farm ui` serves them
+# from <folder>/mlartifacts). A tracking server keeps choosing its own artifact root.
+PROXIED = "mlflow-artifacts:/"
 
 
-def log_run(cfg: Config, store: RunStore, df: pd.DataFrame, num_classes: dict[str, int],
-            class_names: dict[str, list[str]], extra_params: dict[str, Any] | None = None) -> str:
-    """Log a run's aggregates, pair tables and heat maps; return the parent MLflow run id."""
-    import mlflow
-
-    uri = tracking_uri(cfg)
-    wait_reachable(uri)
-    with scoped_uri(uri):
-        experiment = mlflow.set_experiment(cfg.tracking.experiment)
-        run_id = store.run_id
-        with _find_or_start(mlflow, experiment.experiment_id, {TAG_RUN: run_id}, run_id) as parent:
-            params = _flatten({"config": json.loads(json.dumps(cfg.results_dict()))})
-            params |= {"git_commit": git_commit(), "config_hash": cfg.hash()}
-            params |= {k: str(v) for k, v in (extra_params or {}).items()}
-            existing = mlflow.get_run(parent.info.run_id).data.params
-            mlflow.log_params({k: v for k, v in params.items() if k not in existing})
-            table = summary(df)
-            anomalies = anomaly_table(df, num_classes)
-            with tempfile.TemporaryDirectory() as tmp:
-                for name, frame in (("summary", table), ("anomaly", anomalies)):
-                    frame.to_csv(Path(tmp) / f"{name}.csv", index=False)
-                    (Path(tmp) / f"{name}.md").write_text(frame.to_markdown(index=False, floatfmt=".4g"))
-                mlflow.log_artifacts(tmp, "tables")
-            mlflow.log_table(table, "summary.json")
-            for key, g in df.groupby(JOB, sort=True):
-                _log_job(mlflow, experiment.experiment_id, parent.info.run_id, run_id, key, g,
-                         num_classes[key[0]], class_names.get(key[0], []))
-            return parent.info.run_id
+def local_artifact_root(uri: str) -> Path | None:
+    """``<db folder>/mlartifacts`` for a sqlite store, else None (the server decides)."""
+    return Path(uri[len("sqlite:///"):]).parent / "mlartifacts" if uri.startswith("sqlite:///") else None
 
 
-def _log_job(mlflow: Any, experiment_id: str, parent_id: str, run_id: str, key: tuple[str, str, str],
-             g: pd.DataFrame, k: int, names: list[str]) -> None:
-    job = "/".join(key)
-    with _find_or_start(mlflow, experiment_id, {TAG_RUN: run_id, TAG_JOB: job}, job, parent=parent_id):
-        first = g.iloc[0]
-        existing = mlflow.active_run().data.params
-        params = {"model_id": key[0], "method": key[1], "variant": key[2], "arch": first["arch"],
-                  "dataset": first["dataset"], "model_kind": first["model_kind"], "attack": first["attack"]}
-        params |= {f"param.{k2}": json.dumps(v) for k2, v in json.loads(first["params_json"]).items()}
-        mlflow.log_params({k2: str(v) for k2, v in params.items() if k2 not in existing})
-        agg = summary(g).iloc[0].to_dict() if (g["victim"] >= 0).any() else {}
-        metrics = {m: float(agg[m]) for m in ("pairs", "ok", "failed", "converged", "early_stop", "capped", "budget",
-                                               "mean_size", "median_size", "mean_asr", "s_per_pair",
-                                               "capped_mean_size", "capped_mean_asr") if m in agg}
-        mlflow.log_metrics({m: v for m, v in metrics.items() if not math.isnan(v)})
-        pairs = g[g["victim"] >= 0][["victim", "target", "trigger_size", "asr", "converged", "stop_reason", "status",
-                                     "wall_s"]]
-        mlflow.log_table(pairs.reset_index(drop=True), "pairs.json")
-        names = names or [str(i) for i in range(k)]
-        with tempfile.TemporaryDirectory() as tmp:
-            for column, label, fmt in (("trigger_size", "trigger size (pixels)", "{:.0f}"),
-                                       ("asr", "held-out ASR", "{:.2f}")):
-                png = heatmap(pair_matrix(uncapped(g), column, k), f"{job}: {label}", names, label, fmt)
-                (Path(tmp) / f"{column}.png").write_bytes(png)
-            mlflow.log_artifacts(tmp, "heatmaps")
+def experiment_id(client: Any, uri: str, name: str) -> str:
+    """The experiment's id, created with the location-free artifact root (sqlite stores) and,
+    either way, tagged as a model-development experiment."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        location = f"{PROXIED}{quote(name)}" if local_artifact_root(uri) else None
+        exp_id = client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
+    else:
+        exp_id = exp.experiment_id
+        if any(exp.tags.get(k) != v for k, v in EXPERIMENT_KIND.items()):
+            for k, v in EXPERIMENT_KIND.items():
+                client.set_experiment_tag(exp_id, k, v)
+    return exp_id
+
+
+def run_artifact_dir(uri: str, artifact_uri: str) -> Path | None:
+    """The local folder of a run's artifacts in a sqlite store (``<db folder>/mlartifacts/...``),
+    None where MLflow's client handles them. MLflow's own client reads ``mlflow-artifacts:``
+    URIs only through a server (``farm ui``); code that reads a local store's artifacts
+    directly uses this folder."""
+    root = local_artifact_root(uri)
+    if root is None or not artifact_uri.startswith(PROXIED):
+        return None
+    return root / unquote(artifact_uri[len(PROXIED):])
+
+
+def log_artifacts(client: Any, uri: str, run_id: str, folder: str | Path, artifact_path: str | None = None) -> None:
+    """Upload ``folder`` to the run's artifacts: into :func:`run_artifact_dir` for a sqlite
+    store (what ``mlflow ui --artifacts-destination`` serves), else through MLflow's client."""
+    local = run_artifact_dir(uri, client.get_run(run_id).info.artifact_uri)
+    if local is not None:
+        from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+        LocalArtifactRepository(str(local)).log_artifacts(str(folder), artifact_path)
+    else:
+        client.log_artifacts(run_id, str(folder), artifact_path)
 
 
 def paper_tables_uri(output: str, run_id: str, explicit: str | None = None, allow_stored: bool = False,
@@ -241,21 +221,59 @@ def paper_tables_uri(output: str, run_id: str, explicit: str | None = None, allo
 def log_paper_tables(run_id: str, output: str, folder: Path, frames: dict[str, pd.DataFrame],
                      explicit_uri: str | None = None, allow_stored_uri: bool = False, log_fn: Any = print) -> str:
     """Log ``farm tables`` output on the run's parent MLflow run (found by its run-id tag in any
-    experiment), or on a new parent run tagged with the run id when this tracking store has
-    never seen the run (a copied results folder, another server). Returns the tracking URI."""
-    import mlflow
+    experiment). A tracking store that has never seen the run (a copied results folder, another
+    server, a run whose tracking failed) first gets the whole run logged from its Parquet rows
+    (:func:`farm.mlflow_run.log_run`), so the tables sit next to its jobs, metrics and heat maps.
+    Returns the tracking URI."""
+    from mlflow import MlflowClient
 
     uri, experiment_name = paper_tables_uri(output, run_id, explicit_uri, allow_stored_uri, log_fn)
-    with scoped_uri(uri):
-        experiment = mlflow.set_experiment(experiment_name)
-        client = mlflow.MlflowClient()
-        ids = [e.experiment_id for e in client.search_experiments()]
-        found = [r for r in mlflow.search_runs(ids, filter_string=f"tags.`{TAG_RUN}` = '{run_id}'", output_format="list")
-                 if "mlflow.parentRunId" not in r.data.tags]
-        kwargs = ({"run_id": found[0].info.run_id} if found else
-                  {"experiment_id": experiment.experiment_id, "run_name": run_id, "tags": {TAG_RUN: run_id}})
-        with mlflow.start_run(**kwargs):
-            mlflow.log_artifacts(str(folder), "paper_tables")
+    found = _parents(uri, run_id)
+    if not found:
+        _log_stored_run(output, run_id, uri, log_fn)
+        found = _parents(uri, run_id)
+    with sqlite_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        parent = found[0].info.run_id if found else client.create_run(
+            experiment_id(client, uri, experiment_name), run_name=run_id, tags={TAG_RUN: run_id}).info.run_id
+        with tempfile.TemporaryDirectory() as tmp:
             for name, frame in frames.items():
-                mlflow.log_table(frame.reset_index(drop=True), f"paper_tables/{name}.json")
+                (Path(tmp) / f"{name}.json").write_text(frame.reset_index(drop=True).to_json(orient="split",
+                                                                                            index=False))
+            log_artifacts(client, uri, parent, folder, "paper_tables")
+            log_artifacts(client, uri, parent, tmp, "paper_tables")
+        if not found:
+            client.set_terminated(parent)
         return uri
+
+
+def _parents(uri: str, run_id: str) -> list[Any]:
+    """Parent runs of farm run ``run_id`` in any experiment of the store."""
+    from mlflow import MlflowClient
+
+    with sqlite_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        ids = [e.experiment_id for e in client.search_experiments()]
+        return [r for r in client.search_runs(ids, filter_string=f"tags.`{TAG_RUN}` = '{run_id}'")
+                if "mlflow.parentRunId" not in r.data.tags]
+
+
+def _log_stored_run(output: str, run_id: str, uri: str, log_fn: Any) -> None:
+    """The run's jobs, metrics and heat maps from its Parquet rows, when its stored config
+    still validates (a `farm scan` run, or one from an incompatible farm, gets the tables only)."""
+    import yaml
+
+    from farm.config import ConfigError, config_from_dict
+    from farm.mlflow_run import log_run
+
+    store = RunStore(output, run_id)
+    models = store.manifest().get("models")
+    if not models:
+        return
+    try:
+        cfg = config_from_dict(yaml.safe_load(store.config_yaml()), [f"run.output={output}"])
+    except ConfigError as exc:
+        log_fn(f"tables: not logging {run_id}'s jobs to MLflow, its config.yaml does not validate here ({exc})")
+        return
+    log_run(cfg, store, {m: int(v["num_classes"]) for m, v in models.items()},
+            {m: v.get("class_names") or [] for m, v in models.items()}, log_fn=log_fn, uri=uri)

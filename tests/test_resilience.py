@@ -156,7 +156,7 @@ def _free_port() -> int:
 
 # ---- 2. worker failure ---------------------------------------------------------------------
 def test_actor_killed_mid_shard_is_retried_and_mlflow_outage_loses_nothing(local_ray, zoo, tmp_path):
-    from farm import tracking
+    from farm.mlflow_run import log_run
     from farm.runner import execute
 
     cfg = _cfg(tmp_path, zoo, fault_injection="exit:1")
@@ -174,7 +174,7 @@ def test_actor_killed_mid_shard_is_retried_and_mlflow_outage_loses_nothing(local
     warning = next(m for m in msgs if m.startswith("warning: MLflow"))
     assert "unreachable" in warning and f"farm tables {result.run_id}" in warning
     local = replace(cfg, tracking=replace(cfg.tracking, uri=f"sqlite:///{tmp_path / 'later.db'}"))
-    assert tracking.log_run(local, result.store, result.frame, result.num_classes, {}) is not None
+    assert log_run(local, result.store, result.num_classes, {}) is not None
 
 
 def test_shard_that_keeps_raising_is_stored_failed_after_max_attempts(local_ray, zoo, tmp_path):

@@ -84,7 +84,7 @@ def test_run_logs_runs_nested_runs_metrics_and_artifacts_to_the_server(tmp_path,
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1 and [c.data.tags["farm.job"] for c in children] == ["poisoned/ours/plain"]
     child = children[0]
-    assert child.data.metrics["pairs"] == 12 and 0.0 <= child.data.metrics["mean_asr"] <= 1.0
+    assert child.data.metrics["pairs"] == 12 and 0.0 <= child.data.metrics["mean_asr_pct"] <= 100.0
     assert parents[0].data.params["config_hash"]
     parent_files = {f.path for f in client.list_artifacts(parents[0].info.run_id, "tables")}
     assert {"tables/summary.csv", "tables/anomaly.csv"} <= parent_files
@@ -111,5 +111,8 @@ def test_silent_server_loses_nothing_and_the_advice_logs_later(tmp_path, mlflow_
     later = _farm(["tables", "hung", "--output", str(out), "--tracking-uri", mlflow_server.url], tmp_path)
     assert later.returncode == 0, later.stderr[-3000:]
     client = MlflowClient(tracking_uri=mlflow_server.url)
-    [parent] = _runs(client, "hung")
+    runs = _runs(client, "hung")
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    # The server had never seen the run: its job was logged from the Parquet rows too.
+    assert [r.data.metrics["pairs"] for r in runs if r is not parent] == [12]
     assert any(f.path.startswith("paper_tables/") for f in client.list_artifacts(parent.info.run_id, "paper_tables"))

@@ -81,8 +81,8 @@ def ensure_model(spec: ModelSpec, dataset_spec: DatasetSpec, zoo_dir: Path,
         "attack": poison.meta() if poison else {"type": "none"},
         "train": to_dict(spec.train), "train_seconds": round(seconds, 3), "train_device": str(device),
     }
-    log(f"zoo: {key} clean acc {meta['clean_acc']:.4f}"
-        + (f", ASR {meta['asr']:.4f}" if poison else "") + f" ({seconds:.1f}s)")
+    log(f"zoo: {key} clean acc {100 * meta['clean_acc']:.1f}%"
+        + (f", ASR {100 * meta['asr']:.1f}%" if poison else "") + f" ({seconds:.1f}s)")
     _write_entry(final, model, meta)
     return ZooEntry(key, final / "model.pt", json.loads((final / "meta.json").read_text()))
 

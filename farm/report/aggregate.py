@@ -50,7 +50,8 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     Sizes average over converged (and early-stopped) pairs only: an unconverged pair has no
     valid trigger size and a capped pair's size is the cap's. ASR and time average over the
     uncapped pairs with a result. Capped pairs get their own columns, so nothing is averaged
-    in silently.
+    in silently. ASR is in percent, as in every aggregate farm prints, logs or tabulates
+    (docs/architecture.md, "Units"); the per-pair ``asr`` column is the evaluation's fraction.
     """
     rows = []
     pair_rows = df[df["victim"] >= 0] if len(df) else df
@@ -63,15 +64,15 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
             "capped": len(cap), "budget": int((g["stop_reason"] == "budget").sum()),
             "mean_size": mean_of(final["trigger_size"]),
             "median_size": float(final["trigger_size"].median()) if len(final) else math.nan,
-            "mean_asr": mean_of(rest["asr"]), "s_per_pair": mean_of(rest["wall_s"]),
-            "capped_mean_size": mean_of(cap["raw_size"]), "capped_mean_asr": mean_of(cap["asr"]),
+            "mean_asr_pct": 100 * mean_of(rest["asr"]), "s_per_pair": mean_of(rest["wall_s"]),
+            "capped_mean_size": mean_of(cap["raw_size"]), "capped_mean_asr_pct": 100 * mean_of(cap["asr"]),
         })
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 SUMMARY_COLUMNS = ["model_id", "method", "variant", "pairs", "ok", "failed", "converged", "early_stop", "capped",
-                   "budget", "mean_size", "median_size", "mean_asr", "s_per_pair", "capped_mean_size",
-                   "capped_mean_asr"]
+                   "budget", "mean_size", "median_size", "mean_asr_pct", "s_per_pair", "capped_mean_size",
+                   "capped_mean_asr_pct"]
 
 
 def pair_matrix(g: pd.DataFrame, column: str, k: int) -> np.ndarray:

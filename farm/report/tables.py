@@ -195,8 +195,8 @@ def methods_table(data: RunData) -> Table:
     rows = [{"model": r.model_id, "method": r.method, "variant": r.variant,
              "pairs": f"{r.ok - r.capped}/{len(data.expected.get(r.model_id, []))}", "converged": r.converged,
              "early_stop": r.early_stop, "budget": r.budget, "failed": r.failed, "s_per_pair": r.s_per_pair,
-             "pixels_mean": r.mean_size, "pixels_median": r.median_size, "asr_pct": 100 * r.mean_asr,
-             "capped": r.capped, "capped_pixels_mean": r.capped_mean_size, "capped_asr_pct": 100 * r.capped_mean_asr}
+             "pixels_mean": r.mean_size, "pixels_median": r.median_size, "asr_pct": r.mean_asr_pct,
+             "capped": r.capped, "capped_pixels_mean": r.capped_mean_size, "capped_asr_pct": r.capped_mean_asr_pct}
             for r in summary(data.df).itertuples()]
     ref = pd.DataFrame(paper.TABLE4).rename(columns={"time": "time (min?)", "pixels": "pixels", "asr": "asr_pct"})
     notes = job_notes(data.df, data, sorted(set(PAPER_METHODS) | {m for m, _ in data.methods}))
@@ -425,17 +425,18 @@ def figures(data: RunData) -> dict[str, bytes]:
         base = f"figures/{model}/{method}-{variant}"
         out[f"{base}-size.png"] = heatmap(pair_matrix(_ok(g), "trigger_size", k),
                                           f"{model} {method}/{variant}: trigger size (px)", names, "pixels")
-        out[f"{base}-asr.png"] = heatmap(pair_matrix(_ok(g), "asr", k), f"{model} {method}/{variant}: held-out ASR",
-                                         names, "ASR", "{:.2f}")
+        out[f"{base}-asr.png"] = heatmap(100 * pair_matrix(_ok(g), "asr", k),
+                                         f"{model} {method}/{variant}: held-out ASR (%)", names, "ASR (%)", "{:.0f}")
     if data.align is not None:
         for (model, method, variant), ok in aligned_ok(data).groupby(JOB, sort=True):
             k, names = data.num_classes[model], data.class_names.get(model, [])
             base = f"figures/{model}/align-{method}-{variant}"
-            for col, label, fmt in (("asr_other_cut", f"ASR of {method} cut to size(ours) (Fig 9/13)", "{:.2f}"),
-                                    ("k_star", f"k*: ours at {method}'s ASR (Fig 10/14)", "{:.0f}"),
-                                    ("size_ratio", f"size({method}) / k* (Fig 10/14 ratio)", "{:.2g}")):
-                out[f"{base}-{col}.png"] = heatmap(pair_matrix(ok, col, k), f"{model}/{variant}: {label}",
-                                                   names, col, fmt)
+            for col, scale, label, fmt in (
+                    ("asr_other_cut", 100, f"ASR (%) of {method} cut to size(ours) (Fig 9/13)", "{:.0f}"),
+                    ("k_star", 1, f"k*: ours at {method}'s ASR (Fig 10/14)", "{:.0f}"),
+                    ("size_ratio", 1, f"size({method}) / k* (Fig 10/14 ratio)", "{:.2g}")):
+                out[f"{base}-{col}.png"] = heatmap(scale * pair_matrix(ok, col, k), f"{model}/{variant}: {label}",
+                                                   names, col + (" (%)" if scale == 100 else ""), fmt)
     out |= speed_figures(data)
     return dict(sorted(out.items()))
 
@@ -568,7 +569,11 @@ def regenerate(run_id: str, output: str = "results", out_dir: str | None = None,
     default = Path(store.run_dir) / "tables" if store.fs.type_name == "local" else Path(f"{run_id}-tables")
     folder = Path(out_dir) if out_dir else default
     prepare_folder(folder)  # a bad --out fails before any work
+    log_fn(f"tables: reading {run_id}" + (" and aligning its triggers" if align else ""))
     data = load(output, run_id, log_fn, align=align, trust_code=trust_code)
+    # Rendering is the slow part (minutes for a run with many jobs): say so before it starts.
+    log_fn(f"tables: {len(data.df)} rows; building tables and rendering heat maps of "
+           f"{data.df.groupby(JOB).ngroups} job(s)")
     tables = build_tables(data)
     figs = figures(data)
     write(tables, figs, folder, list(formats))
