@@ -10,7 +10,7 @@ re-optimising anything (the triggers are decoded from the Parquet rows):
   method's held-out ASR.
 
 The models and held-out images are rebuilt exactly as the run built them (its stored config,
-``farm.runner.prepare_models`` and ``pair_images``), so the numbers are those of the run.
+``farm.prepare.prepare_models`` and ``pair_images``), so the numbers are those of the run.
 One Ray task per shard of pairs of one model; the model and images go to the object store
 once per model. The driver writes one atomic Parquet file per shard under
 ``<run_id>/align/model_id=<m>/method=<other>/variant=<v>/<shard>.parquet``, so an interrupted
@@ -145,7 +145,7 @@ def _remote_align(payload: Any, images: Any, items: list[dict[str, Any]], thread
 def models_missing(cfg: Any) -> list[str]:
     """Why the run's models cannot be rebuilt here (empty when they can), without training."""
     from farm.models.zoo_jobs import is_cached
-    from farm.runner import zoo_dir
+    from farm.prepare import zoo_dir
 
     out = []
     for spec in cfg.models:
@@ -174,7 +174,8 @@ def align_run(run_id: str, output: str = "results", ref: str = REF_METHOD, log_f
 
     from farm import cluster
     from farm.grid import select_pairs
-    from farm.runner import RunError, pair_images, prepare_models
+    from farm.errors import RunError
+    from farm.prepare import pair_images, prepare_models
 
     store = RunStore(output, run_id)
     if not store.exists():

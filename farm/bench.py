@@ -24,7 +24,8 @@ from farm.autotune import measure
 from farm.baseline import time_baseline
 from farm.config import Config, MethodSpec
 from farm.grid import Job, Pair, Shard, resolved_params, select_pairs, shard_id
-from farm.runner import PreparedModel, RunError, pair_images, prepare_models
+from farm.errors import RunError
+from farm.prepare import PreparedModel, pair_images, prepare_models
 from farm.worker import ExecOptions, PairImages, ShardExecutor, image_key, pick_device
 
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from farm.config import DEFAULT_CONFIG, Config, ConfigError, load_config, trusting_code
-from farm.errors import UserError
+from farm.errors import FarmError
 
 EXIT_USER = 2
 TRUST_HELP = ("load TorchScript checkpoints (including TrojAI folders holding one): they are programs that can "
@@ -69,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_zoo(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    from farm.runner import prepare_models, zoo_dir
+    from farm.prepare import prepare_models, zoo_dir
 
     parallel = None
     if args.address:  # train the missing models as Ray tasks on that cluster (jobs/zoo.py)
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)
-    except UserError as exc:
+    except FarmError as exc:
         print(f"farm {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER
     except (KeyboardInterrupt, Terminated, SystemError) as exc:

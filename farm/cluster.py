@@ -32,7 +32,8 @@ import torch
 from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
 from farm import ray_safety
-from farm.config import FAULT_INJECTION, ClusterSpec, ConfigError
+from farm.config import FAULT_INJECTION, ClusterSpec
+from farm.errors import ConfigError, RunError
 from farm.grid import Job, Shard
 from farm.worker import ExecOptions, ModelPayload, PairImages, ShardExecutor
 
@@ -95,7 +96,6 @@ def _check_reachable(address: str) -> None:
         return
     from ray._private.services import canonicalize_bootstrap_address
 
-    from farm.runner import RunError
 
     try:
         resolved = canonicalize_bootstrap_address(address)

@@ -36,7 +36,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from farm.config import ID_RULE, is_safe_id
-from farm.errors import UserError
+from farm.errors import StoreError
 
 if TYPE_CHECKING:
     from farm.runlock import RunLock
@@ -104,10 +104,6 @@ SCHEMA = pa.schema([
 # (the closing summary, MLflow metrics) leave them on disk.
 BULK_COLUMNS = ("trigger", "trigger_shape", "trace_t", "trace_size")
 SCALAR_COLUMNS = [n for n in SCHEMA.names + list(PARTITIONS) if n not in BULK_COLUMNS]
-
-
-class StoreError(UserError, RuntimeError):
-    """A results folder could not be read or written; the message says which and why."""
 
 
 def hive_partitioning() -> ds.Partitioning:

@@ -22,7 +22,7 @@ from farm.cli import _config
 from farm.grid import select_pairs
 from farm.methods import METHODS, PairBatch
 from farm.models.fold import fold_batchnorm
-from farm.runner import pair_images, prepare_models
+from farm.prepare import pair_images, prepare_models
 from farm.triggers import trigger_size
 from farm.worker import image_key, precision_context
 

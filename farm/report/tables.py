@@ -448,7 +448,7 @@ def load(output: str, run_id: str, log_fn: Log = print, align: bool = False, tru
     from farm.align import read_align
     from farm.config import PairsSpec
     from farm.grid import select_pairs
-    from farm.runner import RunError
+    from farm.errors import RunError
     from farm.schema import parse
     from farm.store import RunStore
 
@@ -545,7 +545,7 @@ def regenerate(run_id: str, output: str = "results", out_dir: str | None = None,
 
     ``align``/``trust_code``/``allow_stored_uri`` are the only ways a results folder can make
     this load models or send data elsewhere (``--align``, ``--trust-code``, ``--allow-tracking-uri``)."""
-    from farm.runner import RunError
+    from farm.errors import RunError
     from farm.store import RunStore
 
     bad = [f for f in formats if f not in FORMATS]
