@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.farm-installed
 
-.PHONY: run test test-quick install clean
+.PHONY: run test test-quick lint install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,12 @@ install: $(STAMP)
 run: $(STAMP)
 	RAY_USAGE_STATS_ENABLED=0 $(BIN)/farm run configs/default.yaml
 
-test: $(STAMP)
+# ruff and mypy over the package (config in pyproject.toml); CI runs it through `make test`.
+lint: $(STAMP)
+	$(BIN)/ruff check farm tests scripts jobs
+	$(BIN)/mypy
+
+test: lint
 	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest
 
 test-quick: $(STAMP)

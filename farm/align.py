@@ -40,10 +40,11 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from farm.config import trusting_code
+from farm.report import paper
 from farm.store import RunStore, StoreError, check_partition_values, hive_partitioning
 
 ALIGN_SCHEMA_VERSION = 1
-REF_METHOD = "ours"
+REF_METHOD = paper.OURS
 SHARD_PAIRS = 40  # pairs per Ray task: a few seconds of forward passes on a CPU
 ALIGN_SCHEMA = pa.schema([
     ("schema_version", pa.int32()),

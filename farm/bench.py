@@ -68,7 +68,7 @@ def run_shards(cfg: Config, executor: ShardExecutor, model: PreparedModel, spec:
     batch = min(cfg.pairs.batch_size, cfg.pairs.victim_images)
     for i in range(0, len(pairs), pairs_per_batch):
         chunk = tuple(pairs[i:i + pairs_per_batch])
-        shard = Shard(job, i // pairs_per_batch, chunk, cfg.run.seed, shard_id(job, chunk, cfg.run.seed))
+        shard = Shard(job, chunk, cfg.run.seed, shard_id(job, chunk, cfg.run.seed))
         rows += executor.run(shard, batch, "local", cfg.hash())
     return rows
 

@@ -163,15 +163,15 @@ class MethodSpec:
     variants: list[Literal["plain", "augmented"]] = field(default_factory=lambda: ["plain"])
 
     def check(self) -> list[str]:
-        from farm.methods import METHODS
+        from farm.methods import METHODS, method_class, method_params
 
         if self.name not in METHODS:
             return [f"name: unknown method {self.name!r}; expected one of {', '.join(sorted(METHODS))}"]
         out = []
-        _, problems = parse(METHODS[self.name].Params, self.params, "params")
+        _, problems = parse(method_class(self.name).Params, self.params, "params")
         out += problems
         if not problems:
-            params = METHODS[self.name].Params(**self.params)
+            params = method_params(self.name, self.params)
             out += [f"params.{m}" for m in getattr(params, "check", lambda: [])()]
         if not self.variants:
             out.append("variants: must list at least one of 'plain', 'augmented'")
@@ -391,10 +391,6 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None, s
     for key, value in parse_overrides(overrides):
         _set_path(data, key, value)
     return build(Config, data, "", source=source)
-
-
-def with_run(cfg: Config, **changes: Any) -> Config:
-    return replace(cfg, run=replace(cfg.run, **changes))
 
 
 def trusting_code(cfg: Config) -> Config:

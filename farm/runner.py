@@ -20,7 +20,8 @@ from farm.prepare import Log, pair_images, prepare_models
 from farm.resume import complete_rows
 from farm.runlock import RunLock
 from farm.store import SCALAR_COLUMNS, RunStore
-from farm.worker import ExecOptions, failed_rows
+from farm.rows import ShardAttempt, failed_rows
+from farm.worker import ExecOptions
 
 
 @dataclass
@@ -118,7 +119,7 @@ def _run(cfg: Config, store: RunStore, resume: str | None, log_fn: Log, started:
            f"{place.detail}")
     models = prepare_models(cfg, log_fn, parallel_train=ray_trainer(place.options.get("num_cpus", 1.0)))
     num_classes = {mid: m.num_classes for mid, m in models.items()}
-    manifest = {
+    manifest: dict[str, Any] = {
         "run_id": store.run_id, "config_hash": cfg.hash(), "created": datetime.now(timezone.utc).isoformat(),
         "models": {mid: {"dataset": m.spec.dataset, "arch": m.spec.arch, "num_classes": m.num_classes,
                          "class_names": m.dataset.class_names, **m.payload.info,
@@ -169,8 +170,8 @@ def _run(cfg: Config, store: RunStore, resume: str | None, log_fn: Log, started:
 
     def on_failed(item: cluster.WorkItem, reason: str) -> None:
         ctx = contexts[item.shard.job.key]
-        on_rows(item, failed_rows(item.shard, ctx.payload_info, item.shard.job.params_json, store.run_id,
-                                  cfg.hash(), item.attempt, reason, ctx.image_shape))
+        attempt = ShardAttempt(item.shard, ctx.payload_info, store.run_id, cfg.hash(), item.attempt)
+        on_rows(item, failed_rows(attempt, ctx.image_shape, reason))
 
     try:
         cluster.run_shards(items, contexts, cfg.cluster, place, min(cfg.pairs.batch_size, cfg.pairs.victim_images),

@@ -41,7 +41,7 @@ def executor():
                         {k: torch.zeros(5, dtype=torch.long) for k in keys})
     ex = ShardExecutor(payload, "ours", {"epochs": 3}, "plain", images, "cpu")
     job = Job("m", "ours", "plain", json.dumps({"epochs": 3}))
-    shard = Shard(job, 0, tuple(pairs), 0, shard_id(job, tuple(pairs), 0))
+    shard = Shard(job, tuple(pairs), 0, shard_id(job, tuple(pairs), 0))
     return ex, shard
 
 

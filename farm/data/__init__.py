@@ -8,7 +8,8 @@ and the report all ask for the same data and synthetic generation / decoding is 
 """
 from __future__ import annotations
 
-from farm.data.base import Dataset, DatasetError, NoParams, Split
+from farm.data.base import Dataset, NoParams, Split
+from farm.errors import DatasetError
 from farm.data.registry import DATASETS, load_dataset, register, spec_key
 
 from farm.data import synthetic as _synthetic  # noqa: E402,F401  (registers "synthetic")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import numpy as np
 import torch
 
-from farm.errors import DatasetError
+from farm.errors import DatasetError as DatasetError  # re-exported: the old home, for code that imports it here
 
 if TYPE_CHECKING:
     from farm.config import DatasetSpec

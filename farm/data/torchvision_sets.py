@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from farm.data.registry import register
-from farm.data.base import Dataset, DatasetError, Split
+from farm.data.base import Dataset, Split
+from farm.errors import DatasetError
 
 if TYPE_CHECKING:
     from farm.config import DatasetSpec

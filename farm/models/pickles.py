@@ -25,7 +25,8 @@ def pickled_globals(path: Path) -> list[str] | None:
                 raw = f.read(PICKLE_SCAN_LIMIT + 1)
             if len(raw) > PICKLE_SCAN_LIMIT:
                 return None  # larger than any state dict's pickle: treated as corrupt, never inflated
-    found, strings = [], []
+    found: list[str] = []
+    strings: list[str] = []
     try:
         for op, arg, _ in pickletools.genops(raw):
             if op.name in ("GLOBAL", "INST"):
