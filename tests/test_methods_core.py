@@ -22,7 +22,7 @@ def test_batched_adam_matches_torch_adam_per_row():
     opt = BatchedAdam([ours], lr=0.1, betas=(0.5, 0.9))
     refs = [torch.optim.Adam([r], lr=0.1, betas=(0.5, 0.9)) for r in ref]
     active = torch.tensor([True, False, True])
-    for step in range(7):
+    for _ in range(7):
         target = torch.randn(3, 5, dtype=torch.float64)
         ((ours - target) ** 2).sum().backward()
         opt.step(active)

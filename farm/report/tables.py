@@ -328,7 +328,7 @@ def _align_notes(data: RunData) -> list[str]:
     assert data.align is not None
     notes = []
     usable = aligned_ok(data)
-    for (model, method, variant), g in data.df[data.df["method"] != paper.OURS].groupby(JOB, sort=True):
+    for (model, method, variant), _ in data.df[data.df["method"] != paper.OURS].groupby(JOB, sort=True):
         have = usable[(usable.model_id == model) & (usable.method == method) & (usable.variant == variant)]
         n = len(data.expected.get(model, []))
         if len(have) < n:
