@@ -36,12 +36,11 @@ from typing import Any, Callable
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from farm.config import trusting_code
 from farm.report import paper
-from farm.store import RunStore, StoreError, check_partition_values, hive_partitioning
+from farm.store import PARTITIONS, RunStore, read_partitioned, shard_files
 
 ALIGN_SCHEMA_VERSION = 1
 REF_METHOD = paper.OURS
@@ -229,20 +228,11 @@ def _address(address: str | None) -> str | None:
 
 
 def _done(store: RunStore) -> set[str]:
-    sel = pafs.FileSelector(align_dir(store), recursive=True, allow_not_found=True)
-    return {i.base_name[:-len(".parquet")] for i in store.fs.get_file_info(sel)
-            if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not i.base_name.startswith(".")}
+    """Shard ids already aligned: their files exist (written atomically, so complete)."""
+    return {path.rsplit("/", 1)[1][:-len(".parquet")] for path in shard_files(store.fs, align_dir(store))}
 
 
 def read_align(store: RunStore) -> pd.DataFrame | None:
     """The run's alignment rows (sorted), or None when ``farm align`` has not been run."""
-    if not _done(store):
-        return None
-    dataset = ds.dataset(align_dir(store), filesystem=store.fs, format="parquet", partitioning=hive_partitioning())
-    df = dataset.to_table().to_pandas()
-    check_partition_values(df, align_dir(store))
-    unknown = set(df["schema_version"]) - {ALIGN_SCHEMA_VERSION}
-    if unknown:
-        raise StoreError(f"{align_dir(store)}: alignment schema version(s) {sorted(unknown)}; this farm reads "
-                         f"{ALIGN_SCHEMA_VERSION}. Delete the folder and run `farm align` again.")
-    return df.sort_values(["model_id", "method", "variant", "victim", "target"], ignore_index=True)
+    return read_partitioned(align_dir(store), store.fs, ALIGN_SCHEMA, ALIGN_SCHEMA_VERSION,
+                            "Delete the folder and run `farm align` again.", [*ALIGN_SCHEMA.names, *PARTITIONS])
