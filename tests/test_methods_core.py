@@ -270,7 +270,7 @@ def test_create_method_and_metadata():
     assert m.params.epochs == 3 and m.name == "nc"
     assert create_method("nc", m.params).params is m.params
     assert method_info("nc").trigger_kind == "blend" and method_info("nc").mad_size == "mask_l1"
-    assert method_info("ours").trigger_kind == "additive" and method_info("ours").display == "ours"
+    assert method_info("ours").trigger_kind == "additive" and method_info("ours").display == "ours"  # default: the name
     assert method_info("ours_no_tanh").ablation_of == "ours"
     for name in METHODS:  # every method's triggers are of the kind its metadata declares
         assert method_info(name).trigger_kind in ("additive", "blend")

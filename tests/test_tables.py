@@ -252,3 +252,14 @@ def test_aligned_ok_drops_pairs_whose_reference_or_own_trigger_was_capped():
     align = pd.DataFrame([{**row("nc", v, t, ""), "status": "ok"} for v, t in ((0, 1), (1, 0), (2, 0))])
     kept = aligned_ok(SimpleNamespace(df=df, align=align))
     assert list(zip(kept["victim"], kept["target"])) == [(1, 0)]
+
+
+def test_tables_label_methods_by_their_display_name(monkeypatch):
+    from dataclasses import replace
+
+    from farm.methods import METHODS
+    from farm.report.tables import display
+
+    monkeypatch.setattr(METHODS["nc"], "info", replace(METHODS["nc"].info, display="Neural Cleanse"))
+    assert display("nc") == "Neural Cleanse"
+    assert display("ours") == "ours" and display("retired_method") == "retired_method"

@@ -33,6 +33,12 @@ from farm.report.render import Table, to_csv, to_markdown, to_tex
 
 
 
+def display(method: str) -> str:
+    """A method's label in tables (``MethodInfo.display``); a stored method this farm no longer
+    registers keeps its name."""
+    return METHODS[method].info.display if method in METHODS else method
+
+
 def ablations() -> list[str]:
     """Ours and the registered methods that declare themselves its ablations (Table 6)."""
     return [paper.OURS] + [name for name, cls in METHODS.items() if cls.info.ablation_of == paper.OURS]
@@ -195,7 +201,7 @@ def speedup(data: RunData) -> Table:
 def methods_table(data: RunData) -> Table:
     """Table 4 analogue: one row per method: time per pair, trigger pixels, held-out ASR, with
     the pairs that a cap stopped in columns of their own."""
-    rows = [{"model": r.model_id, "method": r.method, "variant": r.variant,
+    rows = [{"model": r.model_id, "method": display(r.method), "variant": r.variant,
              "pairs": f"{r.ok - r.capped}/{len(data.expected.get(r.model_id, []))}", "converged": r.converged,
              "early_stop": r.early_stop, "budget": r.budget, "failed": r.failed, "s_per_pair": r.s_per_pair,
              "pixels_mean": r.mean_size, "pixels_median": r.median_size, "asr_pct": 100 * r.mean_asr,
@@ -241,7 +247,7 @@ def ablation(data: RunData) -> Table:
                 continue
             ok = _ok(gm)
             size, a = summarise_sizes(ok["trigger_size"]), summarise_sizes(100 * ok["asr"])
-            rows.append({"model": model, "variant": variant, "method": method, "pairs": _count(gm, data, model),
+            rows.append({"model": model, "variant": variant, "method": display(method), "pairs": _count(gm, data, model),
                          "converged": size["n"], "pixels": _pm(size), "asr_pct": _pm(a)})
     ref = pd.DataFrame([{"method": m, "pixels": f"{s:.2f} ± {sd:.2f}", "asr_pct": f"{a:.2f} ± {ad:.2f}"}
                         for m, (s, sd, a, ad) in paper.TABLE6.items()])
