@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.farm-installed
 
-.PHONY: run test test-quick install clean
+.PHONY: run test test-quick lint install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,11 +16,16 @@ install: $(STAMP)
 run: $(STAMP)
 	RAY_USAGE_STATS_ENABLED=0 $(BIN)/farm run configs/default.yaml
 
+# ruff and mypy over the package (config in pyproject.toml); CI runs it through `make test`.
+lint: $(STAMP)
+	$(BIN)/ruff check farm tests scripts jobs
+	$(BIN)/mypy
+
 # Two pytest workers, each test module whole on one worker (module fixtures run once), the
 # longest modules first (tests/conftest.py); TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
 
-test: $(STAMP)
+test: lint
 	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-quick: $(STAMP)

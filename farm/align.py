@@ -10,7 +10,7 @@ re-optimising anything (the triggers are decoded from the Parquet rows):
   method's held-out ASR.
 
 The models and held-out images are rebuilt exactly as the run built them (its stored config,
-``farm.runner.prepare_models`` and ``pair_images``), so the numbers are those of the run.
+``farm.prepare.prepare_models`` and ``pair_images``), so the numbers are those of the run.
 One Ray task per shard of pairs of one model; the model and images go to the object store
 once per model. The driver writes one atomic Parquet file per shard under
 ``<run_id>/align/model_id=<m>/method=<other>/variant=<v>/<shard>.parquet``, so an interrupted
@@ -36,14 +36,14 @@ from typing import Any, Callable
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from farm.config import trusting_code
-from farm.store import RunStore, StoreError, check_partition_values, hive_partitioning
+from farm.report import paper
+from farm.store import PARTITIONS, RunStore, read_partitioned, shard_files
 
 ALIGN_SCHEMA_VERSION = 1
-REF_METHOD = "ours"
+REF_METHOD = paper.OURS
 SHARD_PAIRS = 40  # pairs per Ray task: a few seconds of forward passes on a CPU
 ALIGN_SCHEMA = pa.schema([
     ("schema_version", pa.int32()),
@@ -145,7 +145,7 @@ def _remote_align(payload: Any, images: Any, items: list[dict[str, Any]], thread
 def models_missing(cfg: Any) -> list[str]:
     """Why the run's models cannot be rebuilt here (empty when they can), without training."""
     from farm.models.zoo_jobs import is_cached
-    from farm.runner import zoo_dir
+    from farm.prepare import zoo_dir
 
     out = []
     for spec in cfg.models:
@@ -191,7 +191,8 @@ def _align_locked(store: RunStore, run_id: str, output: str, ref: str, log_fn: L
 
     from farm import cluster
     from farm.grid import select_pairs
-    from farm.runner import RunError, pair_images, prepare_models
+    from farm.errors import RunError
+    from farm.prepare import pair_images, prepare_models
 
     cfg = run_config(store)
     if trust_code:
@@ -250,20 +251,11 @@ def _address(address: str | None) -> str | None:
 
 
 def _done(store: RunStore) -> set[str]:
-    sel = pafs.FileSelector(align_dir(store), recursive=True, allow_not_found=True)
-    return {i.base_name[:-len(".parquet")] for i in store.fs.get_file_info(sel)
-            if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not i.base_name.startswith(".")}
+    """Shard ids already aligned: their files exist (written atomically, so complete)."""
+    return {path.rsplit("/", 1)[1][:-len(".parquet")] for path in shard_files(store.fs, align_dir(store))}
 
 
 def read_align(store: RunStore) -> pd.DataFrame | None:
     """The run's alignment rows (sorted), or None when ``farm align`` has not been run."""
-    if not _done(store):
-        return None
-    dataset = ds.dataset(align_dir(store), filesystem=store.fs, format="parquet", partitioning=hive_partitioning())
-    df = dataset.to_table().to_pandas()
-    check_partition_values(df, align_dir(store))
-    unknown = set(df["schema_version"]) - {ALIGN_SCHEMA_VERSION}
-    if unknown:
-        raise StoreError(f"{align_dir(store)}: alignment schema version(s) {sorted(unknown)}; this farm reads "
-                         f"{ALIGN_SCHEMA_VERSION}. Delete the folder and run `farm align` again.")
-    return df.sort_values(["model_id", "method", "variant", "victim", "target"], ignore_index=True)
+    return read_partitioned(align_dir(store), store.fs, ALIGN_SCHEMA, ALIGN_SCHEMA_VERSION,
+                            "Delete the folder and run `farm align` again.", [*ALIGN_SCHEMA.names, *PARTITIONS])

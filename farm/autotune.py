@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from farm.methods import Method, PairBatch
+from farm.methods import Method, PairBatch, create_method
 from farm.worker import ShardExecutor, image_key, precision_context
 
 MEMORY_SHARE = 0.8  # never plan to use more than this share of the free GPU memory
@@ -39,7 +39,7 @@ def _time(method: Method, model: torch.nn.Module, batch: PairBatch, epochs: int)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    method.invert(model, batch)
+    method(model, batch)
     if cuda:
         torch.cuda.synchronize()
     return time.perf_counter() - start, torch.cuda.max_memory_allocated() if cuda else None
@@ -53,7 +53,7 @@ def sweep_pairs_per_batch(method: Method, model: torch.nn.Module, images: torch.
     fill P rows, so a sweep needs only a few distinct pairs. ``epochs`` of the method run per
     point (one warm-up run at P = 1 first: lazy initialisation is not speed).
     """
-    method = type(method)(type(method.params)(**{**method.params_dict(), "epochs": epochs}), method.augment)
+    method = create_method(method.name, {**method.params_dict(), "epochs": epochs}, method.augment)
     device = images.device
 
     def batch_of(p: int) -> PairBatch:

@@ -16,8 +16,9 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from farm.methods.nc import NCParams, squash, unsquash
-from farm.methods.pixel import PixelParams, _smooth_step
+from farm.methods.nc import NCParams
+from farm.methods.pixel import PixelParams, smooth_step
+from farm.methods.squash import squash, unsquash
 
 BASELINE_METHODS = ("ours", "nc")
 
@@ -32,7 +33,7 @@ def _pixel_parts(shape: tuple[int, ...], g: torch.Generator,
         return (x + u_p.clamp(0, 1) - u_n.clamp(0, 1)).clamp(0, 1)
 
     def reg() -> torch.Tensor:
-        return _smooth_step(u_p).amax(0).sum() + _smooth_step(u_n).amax(0).sum()
+        return smooth_step(u_p).amax(0).sum() + smooth_step(u_n).amax(0).sum()
 
     return [u_p, u_n], stamp, reg
 

@@ -25,8 +25,8 @@ from farm.autotune import measure
 from farm.baseline import time_baseline
 from farm.config import Config, MethodSpec
 from farm.grid import Job, Pair, Shard, resolved_params, select_pairs, shard_id
-from farm.methods import METHODS
-from farm.runner import PreparedModel, pair_images, prepare_models
+from farm.methods import method_class
+from farm.prepare import PreparedModel, pair_images, prepare_models
 from farm.worker import ExecOptions, PairImages, ShardExecutor, image_key, pick_device
 
 
@@ -36,7 +36,7 @@ def method_spec(cfg: Config, method: str, epochs: int | None = None) -> MethodSp
     iteration schedule)."""
     spec = next((m for m in cfg.methods if m.name == method), MethodSpec(method))
     if epochs is not None:
-        spec = replace(spec, params=with_epochs(METHODS[method].Params, spec.params, epochs))
+        spec = replace(spec, params=with_epochs(method_class(method).Params, spec.params, epochs))
     return spec
 
 
@@ -90,7 +90,7 @@ def run_shards(cfg: Config, executor: ShardExecutor, model: PreparedModel, spec:
     batch = min(cfg.pairs.batch_size, cfg.pairs.victim_images)
     for i in range(0, len(pairs), pairs_per_batch):
         chunk = tuple(pairs[i:i + pairs_per_batch])
-        shard = Shard(job, i // pairs_per_batch, chunk, cfg.run.seed, shard_id(job, chunk, cfg.run.seed))
+        shard = Shard(job, chunk, cfg.run.seed, shard_id(job, chunk, cfg.run.seed))
         rows += executor.run(shard, batch, "local", cfg.hash())
     return rows
 
@@ -132,7 +132,7 @@ def bench(cfg: Config, model_ids: list[str] | None, methods: list[str], batch_si
         for method in methods:
             spec = method_spec(cfg, method, epochs)
             # CW has no epochs: its rate is pairs/s (epochs counted as 1 per pair).
-            epoch_based = has_epochs(METHODS[method].Params)
+            epoch_based = has_epochs(method_class(method).Params)
             per_pair = epochs if epoch_based else 1
             executor = make_executor(cfg, model, spec, chosen, device=dev)
             b = min(cfg.pairs.batch_size, cfg.pairs.victim_images)

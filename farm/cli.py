@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from farm.config import DEFAULT_CONFIG, Config, ConfigError, load_config, trusting_code
-from farm.errors import UserError
+from farm.errors import FarmError
 
 EXIT_USER = 2
 TRUST_HELP = ("load TorchScript checkpoints (including TrojAI folders holding one): they are programs that can "
@@ -41,6 +41,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         problems += file_problems(_trusted(cfg, args))
     if problems:
         raise ConfigError(problems, source)
+    assert cfg is not None  # no problems: it parsed
     from farm.grid import jobs
 
     print(f"{source}: valid (config hash {cfg.hash()})"
@@ -85,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_zoo(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    from farm.runner import prepare_models, zoo_dir
+    from farm.prepare import prepare_models, zoo_dir
 
     parallel = None
     if args.address:  # train the missing models as Ray tasks on that cluster (jobs/zoo.py)
@@ -437,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)
-    except UserError as exc:
+    except FarmError as exc:
         print(f"farm {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER
     except (KeyboardInterrupt, Terminated, SystemError) as exc:

@@ -33,6 +33,7 @@ from farm import ray_safety
 from farm.config import ClusterSpec, RunSpec
 from farm.execution import (FAULT_ENV, FailedCallback, JobContext, Progress, RowsCallback, WorkItem, fault_setting,
                             next_attempt, short_reason)
+from farm.errors import RunError
 from farm.grid import Job, Shard
 from farm.worker import ExecOptions, ModelPayload, PairImages, ShardExecutor
 
@@ -80,7 +81,6 @@ def _check_reachable(address: str) -> None:
         return
     from ray._private.services import canonicalize_bootstrap_address
 
-    from farm.runner import RunError
 
     try:
         resolved = canonicalize_bootstrap_address(address)

@@ -163,15 +163,15 @@ class MethodSpec:
     variants: list[Literal["plain", "augmented"]] = field(default_factory=lambda: ["plain"])
 
     def check(self) -> list[str]:
-        from farm.methods import METHODS
+        from farm.methods import METHODS, method_class, method_params
 
         if self.name not in METHODS:
             return [f"name: unknown method {self.name!r}; expected one of {', '.join(sorted(METHODS))}"]
         out = []
-        _, problems = parse(METHODS[self.name].Params, self.params, "params")
+        _, problems = parse(method_class(self.name).Params, self.params, "params")
         out += problems
         if not problems:
-            params = METHODS[self.name].Params(**self.params)
+            params = method_params(self.name, self.params)
             out += [f"params.{m}" for m in getattr(params, "check", lambda: [])()]
         if not self.variants:
             out.append("variants: must list at least one of 'plain', 'augmented'")
@@ -407,10 +407,6 @@ def config_problems(path: str | Path | None = None, overrides: list[str] | None 
         _set_path(data, key, value)
     cfg, problems = parse(Config, data, "")
     return cfg, problems
-
-
-def with_run(cfg: Config, **changes: Any) -> Config:
-    return replace(cfg, run=replace(cfg.run, **changes))
 
 
 def trusting_code(cfg: Config) -> Config:

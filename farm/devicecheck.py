@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import torch
 
 from farm.autotune import best_pairs_per_batch, sweep_pairs_per_batch
 from farm.baseline import time_baseline
-from farm.methods import METHODS, PairBatch
+from farm.methods import PairBatch, create_method
 from farm.models import build_model
 from farm.worker import pick_device, precision_context
 
@@ -48,10 +48,10 @@ def _rate(method: Any, model: torch.nn.Module, images: torch.Tensor, p: int, epo
     """pair-epochs/s of ``method`` on P rows (the images recycled), after one warm-up epoch."""
     rows = [i % len(images) for i in range(p)]
     batch = PairBatch([None] * p, [1 + i % (NUM_CLASSES - 1) for i in rows], images[rows], list(range(p)), B)
-    type(method)(type(method.params)(**{**method.params_dict(), "epochs": 1})).invert(model, batch)
+    create_method(method.name, {**method.params_dict(), "epochs": 1})(model, batch)
     _sync(images.device)
     start = time.perf_counter()
-    method.invert(model, batch)
+    method(model, batch)
     _sync(images.device)
     return p * epochs / (time.perf_counter() - start)
 
@@ -70,8 +70,7 @@ def check(device: torch.device, pairs: list[int], epochs: int, precisions: list[
     for arch in arches:
         model = _frozen(arch, device)
         for name in ("ours", "nc"):
-            cls = METHODS[name]
-            method = cls(cls.Params(epochs=epochs))
+            method = create_method(name, {"epochs": epochs})
             time_baseline(model, list(images[:1]), [1], name, 1, B, 0)  # warm-up
             s = time_baseline(model, list(images[:baseline_pairs]), [1] * baseline_pairs, name, epochs, B, 0)
             base = baseline_pairs * epochs / s
@@ -113,15 +112,15 @@ def paper_setting(device: torch.device, precisions: list[str], epochs: int, comp
     records = []
     variants = [(prec, False) for prec in precisions] + ([("fp32", True)] if compile_step else [])
     for precision, compiled in variants:
-        step_model = torch.compile(model, dynamic=True) if compiled else model
-        method = METHODS["ours"](METHODS["ours"].Params(epochs=epochs))
+        step_model = cast(torch.nn.Module, torch.compile(model, dynamic=True)) if compiled else model
+        method = create_method("ours", {"epochs": epochs})
         with precision_context(device, precision):
-            METHODS["ours"](METHODS["ours"].Params(epochs=2)).invert(step_model, batch)  # warm-up/compile
+            create_method("ours", {"epochs": 2})(step_model, batch)  # warm-up/compile
             _sync(device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             start = time.perf_counter()
-            out = method.invert(step_model, batch)
+            out = method(step_model, batch)
             _sync(device)
             seconds = time.perf_counter() - start
         rec = {"arch": arch, "pairs": len(pairs), "epochs": epochs, "precision": precision, "compile": compiled,

@@ -29,9 +29,6 @@ class Pair:
     def universal(self) -> bool:
         return self.victim == ANY
 
-    def label(self) -> str:
-        return f"{'*' if self.universal else self.victim}->{self.target}"
-
 
 @dataclass(frozen=True)
 class Job:
@@ -48,7 +45,6 @@ class Job:
 @dataclass(frozen=True)
 class Shard:
     job: Job
-    index: int  # position within its job
     pairs: tuple[Pair, ...]
     seed: int
     shard_id: str
@@ -77,9 +73,9 @@ def resolved_params(method: MethodSpec, dataset: str) -> dict:
     from dataclasses import asdict
 
     from farm.data import DATASETS
-    from farm.methods import METHODS
+    from farm.methods import method_params
 
-    params = METHODS[method.name].Params(**method.params)
+    params = method_params(method.name, method.params)
     if hasattr(params, "for_dataset"):
         params = params.for_dataset(DATASETS[dataset])
     return asdict(params)
@@ -119,5 +115,5 @@ def expand(cfg: Config, num_classes: dict[str, int], pairs_per_batch: int | dict
                  if (*job.key, pair.victim, pair.target) not in done]
         for i in range(0, len(pairs), p):
             chunk = tuple(pairs[i:i + p])
-            shards.append(Shard(job, i // p, chunk, cfg.run.seed, shard_id(job, chunk, cfg.run.seed)))
+            shards.append(Shard(job, chunk, cfg.run.seed, shard_id(job, chunk, cfg.run.seed)))
     return shards

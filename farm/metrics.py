@@ -239,24 +239,6 @@ def anomaly_index(sizes: Sequence[float]) -> tuple[float, list[int]]:
     return abs(float(v.min()) - med) / mad, labels[low & (dev > MAD_THRESHOLD)].tolist()
 
 
-def pair_anomaly_sizes(rows: Iterable[tuple[int, int, float | None]]) -> dict[int, float]:
-    """Per-target s_t = min over victims of size(v -> t), the pair variant of MAD (§5.15).
-
-    ``rows`` are (victim, target, size) triples, e.g. ``zip(df.victim, df.target, df.size)``.
-    NaN/None sizes (failed pairs) are skipped; a target with no valid size maps to NaN so it
-    is still present (and then ignored by :func:`anomaly_index`). Keys are sorted, so for
-    targets 0..K-1 ``list(result.values())`` lines up with labels.
-    """
-    best: dict[int, float] = {}
-    for _, t, size in rows:
-        t = int(t)
-        cur = best.setdefault(t, math.nan)
-        if size is None or math.isnan(size):
-            continue
-        best[t] = float(size) if math.isnan(cur) else min(cur, float(size))
-    return dict(sorted(best.items()))
-
-
 # ---- alignment (§2(g)) -------------------------------------------------------------------
 def align_by_size(
     model: nn.Module,

@@ -225,6 +225,7 @@ class RunTracker:
         with tempfile.TemporaryDirectory() as tmp:
             for name, frame in (("summary", summary(df)), ("anomaly", anomaly_table(df, self.num_classes))):
                 _write_table(frame, Path(tmp) / "tables", name)
+            assert self.parent_id is not None  # called only while the run is active
             log_artifacts(self.client, self.uri, self.parent_id, tmp)
 
 
@@ -275,7 +276,8 @@ def _log_datasets(client: Any, run_id: str, cfg: Config) -> None:
             continue
         source = CodeDatasetSource({"farm.dataset": spec.name, "root": spec.root or "",
                                     "params": json.dumps(spec.params, sort_keys=True)})
-        entity = MetaDataset(source, name=name)._to_mlflow_entity()
+        # MLflow 3.17 marks MetaDataset.profile abstract yet implements it (returns None).
+        entity = MetaDataset(source, name=name)._to_mlflow_entity()  # type: ignore[abstract]
         inputs.append(DatasetInput(entity, [InputTag("mlflow.data.context", "evaluation")]))
     if inputs:
         client.log_inputs(run_id, datasets=inputs)

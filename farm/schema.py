@@ -14,17 +14,7 @@ import re
 import types
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from farm.errors import UserError
-
-
-class ConfigError(UserError, ValueError):
-    """A config could not be turned into a valid schema object; ``problems`` lists them all."""
-
-    def __init__(self, problems: list[str], source: str | None = None):
-        self.problems = list(problems)
-        self.source = source
-        head = f"invalid config{f' {source}' if source else ''}: {len(self.problems)} problem(s)"
-        super().__init__(head + "\n" + "\n".join(f"  - {p}" for p in self.problems))
+from farm.errors import ConfigError
 
 
 def _join(path: str, key: str | int) -> str:

@@ -36,7 +36,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from farm.config import ID_RULE, is_safe_id
-from farm.errors import UserError
+from farm.errors import StoreError
 
 if TYPE_CHECKING:
     from farm.runlock import RunLock
@@ -104,10 +104,6 @@ SCHEMA = pa.schema([
 # (the closing summary, MLflow metrics) leave them on disk.
 BULK_COLUMNS = ("trigger", "trigger_shape", "trace_t", "trace_size")
 SCALAR_COLUMNS = [n for n in SCHEMA.names + list(PARTITIONS) if n not in BULK_COLUMNS]
-
-
-class StoreError(UserError, RuntimeError):
-    """A results folder could not be read or written; the message says which and why."""
 
 
 def hive_partitioning() -> ds.Partitioning:
@@ -241,18 +237,13 @@ class RunStore:
     def shard_path(self, model_id: str, method: str, variant: str, shard_id: str) -> str:
         return f"{self.pairs_dir}/model_id={model_id}/method={method}/variant={variant}/{shard_id}.parquet"
 
-    def _files(self, hidden: bool) -> list[str]:
-        sel = pafs.FileSelector(self.pairs_dir, recursive=True, allow_not_found=True)
-        return sorted(i.path for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File
-                      and i.base_name.endswith(".parquet") and i.base_name.startswith(".") == hidden)
-
     def sweep(self) -> list[str]:
         """Before a resume, under the lock: delete temp files of dead writers and move shards
         whose Parquet footer does not read aside (``.corrupt-<name>``); return those shards."""
-        for path in self._files(hidden=True):
+        for path in shard_files(self.fs, self.pairs_dir, hidden=True):
             if path.rsplit("/", 1)[1].startswith(".tmp-"):
                 self.fs.delete_file(path)
-        corrupt = [p for p in self._files(hidden=False) if not readable(p, self.fs)]
+        corrupt = [p for p in shard_files(self.fs, self.pairs_dir) if not readable(p, self.fs)]
         for path in corrupt:
             directory, name = path.rsplit("/", 1)
             self.fs.move(path, f"{directory}/.corrupt-{name}")
@@ -300,34 +291,51 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist([{f.name: r[f.name] for f in SCHEMA} for r in rows], schema=SCHEMA)
 
 
+def shard_files(fs: pafs.FileSystem, root: str, hidden: bool = False) -> list[str]:
+    """The Parquet files under ``root`` (sorted); ``hidden``: the dot-files (temp, corrupt) instead."""
+    sel = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+    return sorted(i.path for i in fs.get_file_info(sel) if i.type == pafs.FileType.File
+                  and i.base_name.endswith(".parquet") and i.base_name.startswith(".") == hidden)
+
+
+def read_partitioned(root: str, fs: pafs.FileSystem, schema: pa.Schema, version: int, fix: str,
+                     columns: list[str], job: tuple[str, str, str] | None = None) -> pd.DataFrame | None:
+    """``columns`` of the ``<partition>=<value>/...`` Parquet files under ``root`` (None if there
+    are none), every file checked to hold ``version`` (else a StoreError ending in ``fix``) and
+    every partition value checked to be a safe id; sorted by job and pair.
+
+    Read with the full schema: columns added later (always nullable, same schema version) come
+    back as nulls from files written before them. Pair shards and alignment shards both go
+    through here. ``job`` (model_id, method, variant) reads that job's rows only."""
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        return None
+    partitions = pa.schema([(p, pa.string()) for p in PARTITIONS])
+    dataset = ds.dataset(root, filesystem=fs, format="parquet", schema=pa.unify_schemas([schema, partitions]),
+                         partitioning=hive_partitioning())
+    if not dataset.files:
+        return None
+    where = None
+    if job is not None:
+        where = (ds.field("model_id") == job[0]) & (ds.field("method") == job[1]) & (ds.field("variant") == job[2])
+    unknown = set(_table(dataset, fs, root, ["schema_version"], where).column(0).to_pylist()) - {version}
+    if unknown:
+        raise StoreError(f"{root}: written with schema version(s) {sorted(unknown)}; this farm reads version "
+                         f"{version} only. {fix}")
+    df = _table(dataset, fs, root, columns, where).to_pandas()
+    check_partition_values(df, root)
+    return df.sort_values(["model_id", "method", "variant", "victim", "target"], ignore_index=True) \
+        if {"model_id", "method", "variant", "victim", "target"} <= set(df.columns) else df
+
+
 def read_pairs(pairs_dir: str, fs: pafs.FileSystem | None = None, columns: list[str] | None = None,
                with_triggers: bool = True, job: tuple[str, str, str] | None = None) -> pd.DataFrame:
     if fs is None:
         fs, pairs_dir = filesystem(pairs_dir)
-    info = fs.get_file_info(pairs_dir)
-    if info.type != pafs.FileType.Directory:
-        return _empty(columns, with_triggers)
-    partitions = pa.schema([(p, pa.string()) for p in PARTITIONS])
-    # Read with the full schema: columns added later (always nullable, same schema version)
-    # come back as nulls from files written before them.
-    dataset = ds.dataset(pairs_dir, filesystem=fs, format="parquet", schema=pa.unify_schemas([SCHEMA, partitions]),
-                         partitioning=hive_partitioning())
-    if not dataset.files:
-        return _empty(columns, with_triggers)
-    where = None
-    if job is not None:
-        where = (ds.field("model_id") == job[0]) & (ds.field("method") == job[1]) & (ds.field("variant") == job[2])
-    versions = set(_table(dataset, fs, pairs_dir, ["schema_version"], where).column(0).to_pylist())
-    unknown = versions - {SCHEMA_VERSION}
-    if unknown:
-        raise StoreError(f"{pairs_dir}: results written with schema version(s) {sorted(unknown)}; this farm "
-                         f"reads version {SCHEMA_VERSION} only (version 2 added stop_reason, which older rows "
-                         f"lack). Re-run them with this farm, or read them with the farm version that wrote them.")
-    cols = columns or _default_columns(with_triggers)
-    df = _table(dataset, fs, pairs_dir, cols, where).to_pandas()
-    check_partition_values(df, pairs_dir)
-    return df.sort_values(["model_id", "method", "variant", "victim", "target"], ignore_index=True) \
-        if {"model_id", "method", "variant", "victim", "target"} <= set(df.columns) else df
+    df = read_partitioned(pairs_dir, fs, SCHEMA, SCHEMA_VERSION,
+                          "Version 2 added stop_reason, which older rows lack. Re-run them with this farm, or read "
+                          "them with the farm version that wrote them.", columns or _default_columns(with_triggers),
+                          job)
+    return _empty(columns, with_triggers) if df is None else df
 
 
 def readable(path: str, fs: pafs.FileSystem) -> bool:

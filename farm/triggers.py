@@ -57,6 +57,12 @@ class Trigger:
         return Trigger(kind, torch.from_numpy(arr.copy()))  # type: ignore[arg-type]
 
 
+def trigger_shape(kind: TriggerKind, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The array shape of a ``kind`` trigger for C×H×W images (a blend adds the mask row)."""
+    c, h, w = image_shape
+    return (c, h, w) if kind == "additive" else (1 + c, h, w)
+
+
 def threshold_additive(delta: torch.Tensor, tau: float = TAU) -> torch.Tensor:
     """Zero every |delta| < tau (METHODS.md §1); works on any leading batch dims."""
     return torch.where(delta.abs() < tau, torch.zeros_like(delta), delta)

@@ -16,17 +16,16 @@ import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from farm.grid import ANY, Pair, Shard
-from farm.methods import METHODS, PairBatch, pair_seed
+from farm.methods import PairBatch, create_method
 from farm.metrics import ROBUSTNESS, evaluate_pairs, predict
 from farm.models.loading import load_checkpoint
-from farm.store import ROBUST_COLUMNS, SCHEMA_VERSION
+from farm.rows import ShardAttempt, pair_row, shard_pair_seeds
 from farm.triggers import trigger_size
 
 
@@ -151,16 +150,13 @@ class ShardExecutor:
 
             self.model = fold_batchnorm(self.model)
         # Compiled for the steps only: evaluation's varying batch shapes would recompile it.
-        self.step_model = torch.compile(self.model, dynamic=True) if options.compile else self.model
-        self.method_name, self.variant = method, variant
-        cls = METHODS[method]
-        self.params = cls.Params(**params)
+        self.step_model = cast(torch.nn.Module, torch.compile(self.model, dynamic=True)) if options.compile else self.model
         augment = None
         if variant == "augmented":
             from farm.methods.augment import make_augment
 
             augment = make_augment(payload.mean)
-        self.method = cls(self.params, augment=augment)
+        self.method = create_method(method, params, augment)
         if self.device.type == "cuda":  # page-locked, so each shard's copy to the GPU is one DMA
             images = PairImages({k: v.pin_memory() for k, v in images.attack.items()}, images.heldout,
                                 images.heldout_labels)
@@ -177,17 +173,15 @@ class ShardExecutor:
 
     def invert(self, batch: PairBatch) -> list[Any]:
         with precision_context(self.device, self.options.precision):
-            return self.method.invert(self.step_model, batch)
+            return self.method(self.step_model, batch)
 
     def _attack_batch(self, shard: Shard, batch_size: int, poison_first: bool) -> PairBatch:
         imgs = torch.stack([self.images.attack[image_key(p)] for p in shard.pairs])
         imgs = imgs.to(self.device, non_blocking=True).float() / 255.0
         if poison_first:
             imgs[0] = float("nan")
-        seeds = [pair_seed(shard.seed, shard.job.model_id, self.method_name, p.victim, p.target)
-                 for p in shard.pairs]
         return PairBatch([None if p.universal else p.victim for p in shard.pairs],
-                         [p.target for p in shard.pairs], imgs, seeds, batch_size)
+                         [p.target for p in shard.pairs], imgs, shard_pair_seeds(shard), batch_size)
 
     def run(self, shard: Shard, batch_size: int, run_id: str, config_hash: str, attempt: int = 1,
             fault: str | None = None, shard_no: int = -1) -> list[dict[str, Any]]:
@@ -204,53 +198,22 @@ class ShardExecutor:
             self.model, [outcomes[i].trigger for i in ok], [self.images.heldout[keys[i]] for i in ok],
             [self.correct(keys[i]) for i in ok], [shard.pairs[i].target for i in ok])))
         nan_metrics = dict.fromkeys(["asr", "asr_correct", *ROBUSTNESS], math.nan)
+        at = ShardAttempt(shard, self.payload.info, run_id, config_hash, attempt)
         rows = []
         for i, (pair, seed, out) in enumerate(zip(shard.pairs, batch.seeds, outcomes)):
             size = trigger_size(out.trigger)
             m = evaluated.get(i, nan_metrics)
-            rows.append({
-                "schema_version": SCHEMA_VERSION, "run_id": run_id, "config_hash": config_hash,
-                "shard_id": shard.shard_id, **self.payload.info,
-                "victim": pair.victim, "target": pair.target, "seed": shard.seed, "pair_seed": seed,
-                "params_json": json.dumps(self.method.params_dict(), sort_keys=True),
-                "trigger_kind": out.trigger.kind, "trigger_shape": list(out.trigger.array.shape),
-                "trigger": out.trigger.to_bytes(),
-                "trigger_size": float(size) if out.converged else math.nan, "raw_size": float(size),
-                "mask_l1": out.extra.get("mask_l1", math.nan),
-                "extra_json": json.dumps(out.extra, sort_keys=True),
-                "asr": m["asr"], "asr_correct": m["asr_correct"],
-                **{f"asr_{k}": m[k] for k in ROBUSTNESS},
-                "asr_attack": out.attack_asr, "n_attack": int(batch.images.shape[1]),
-                "n_heldout": int(self.images.heldout[keys[i]].shape[0]),
-                "steps": out.steps, "converged": out.converged, "stop_reason": out.stop_reason,
-                "time_to_best": out.time_to_best,
-                "trace_t": [t for t, _ in out.trace], "trace_size": [s for _, s in out.trace],
-                "status": "ok" if out.failure is None else "failed", "reason": out.failure or "",
-                "wall_s": batch_wall / len(shard.pairs), "batch_wall_s": batch_wall,
-                "batch_pairs": len(shard.pairs), "device": str(self.device), "worker": self.worker,
-                "attempt": attempt, "finished_at": datetime.now(timezone.utc),
-            })
+            rows.append(pair_row(
+                at, pair, seed, out.trigger.kind, tuple(out.trigger.array.shape),
+                trigger=out.trigger.to_bytes(),
+                trigger_size=float(size) if out.converged else math.nan, raw_size=float(size),
+                mask_l1=out.extra.get("mask_l1", math.nan), extra_json=json.dumps(out.extra, sort_keys=True),
+                asr=m["asr"], asr_correct=m["asr_correct"], **{f"asr_{k}": m[k] for k in ROBUSTNESS},
+                asr_attack=out.attack_asr, n_attack=int(batch.images.shape[1]),
+                n_heldout=int(self.images.heldout[keys[i]].shape[0]),
+                steps=out.steps, converged=out.converged, stop_reason=out.stop_reason, time_to_best=out.time_to_best,
+                trace_t=[t for t, _ in out.trace], trace_size=[s for _, s in out.trace],
+                status="ok" if out.failure is None else "failed", reason=out.failure or "",
+                wall_s=batch_wall / len(shard.pairs), batch_wall_s=batch_wall, device=str(self.device),
+                worker=self.worker))
         return rows
-
-
-def failed_rows(shard: Shard, payload_info: dict[str, Any], params_json: str, run_id: str, config_hash: str,
-                attempt: int, reason: str, image_shape: tuple[int, int, int]) -> list[dict[str, Any]]:
-    """Rows for pairs whose shard failed every attempt: stored, so the run is complete and
-    the failure visible, instead of hanging or silently dropping pairs."""
-    nan = math.nan
-    rows = []
-    for pair in shard.pairs:
-        rows.append({
-            "schema_version": SCHEMA_VERSION, "run_id": run_id, "config_hash": config_hash,
-            "shard_id": shard.shard_id, **payload_info, "victim": pair.victim, "target": pair.target,
-            "seed": shard.seed, "pair_seed": pair_seed(shard.seed, shard.job.model_id, shard.job.method,
-                                                       pair.victim, pair.target),
-            "params_json": params_json, "trigger_kind": "additive", "trigger_shape": list(image_shape),
-            "trigger": b"", "trigger_size": nan, "raw_size": nan, "mask_l1": nan, "extra_json": "{}", "asr": nan,
-            "asr_correct": nan, **{c: nan for c in ROBUST_COLUMNS}, "asr_attack": nan, "n_attack": 0,
-            "n_heldout": 0, "steps": 0, "converged": False, "stop_reason": "failed", "time_to_best": None,
-            "trace_t": [], "trace_size": [], "status": "failed", "reason": reason, "wall_s": nan, "batch_wall_s": nan,
-            "batch_pairs": len(shard.pairs), "device": "", "worker": "", "attempt": attempt,
-            "finished_at": datetime.now(timezone.utc),
-        })
-    return rows

@@ -20,9 +20,9 @@ import torch
 from farm.bench import method_spec
 from farm.cli import _config
 from farm.grid import select_pairs
-from farm.methods import METHODS, PairBatch
+from farm.methods import PairBatch, create_method
 from farm.models.fold import fold_batchnorm
-from farm.runner import pair_images, prepare_models
+from farm.prepare import pair_images, prepare_models
 from farm.triggers import trigger_size
 from farm.worker import image_key, precision_context
 
@@ -49,7 +49,7 @@ def _worker(args):
     model = prepare_models(cfg, lambda _m: None)[model_id]
     net = model.payload.load(torch.device("cpu"))
     spec = method_spec(cfg, method_name, epochs)
-    m = METHODS[method_name](METHODS[method_name].Params(**spec.params))
+    m = create_method(method_name, spec.params)
     return run(m, net, batch_for(model, cfg, n_pairs))[0]
 
 
@@ -78,8 +78,8 @@ def main():
         batch = batch_for(model, cfg, args.pairs)
         for name in args.methods.split(","):
             spec = method_spec(cfg, name, args.epochs)
-            method = METHODS[name](METHODS[name].Params(**spec.params))
-            warm = METHODS[name](METHODS[name].Params(**{**spec.params, "epochs": 2}))
+            method = create_method(name, spec.params)
+            warm = create_method(name, {**spec.params, "epochs": 2})
             for opt, net in nets.items():
                 run(warm, net, batch, "bf16" if opt == "bf16" else "fp32")
             times = {k: [] for k in nets}

@@ -15,7 +15,7 @@ import torch
 from farm.cli import _config
 from farm.grid import select_pairs
 from farm.metrics import asr, evaluate_pairs, predict, robust_asr
-from farm.runner import pair_images, prepare_models
+from farm.prepare import pair_images, prepare_models
 from farm.triggers import Trigger
 from farm.worker import image_key
 

@@ -36,7 +36,7 @@ from farm.bench import method_spec, run_pairs  # noqa: E402
 from farm.config import DEFAULT_CONFIG, load_config  # noqa: E402
 from farm.grid import Pair  # noqa: E402
 from farm.report.aggregate import anomaly_table  # noqa: E402
-from farm.runner import prepare_models  # noqa: E402
+from farm.prepare import prepare_models  # noqa: E402
 
 K = 10
 

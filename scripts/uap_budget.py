@@ -17,7 +17,7 @@ import torch
 
 from farm.config import load_config
 from farm.data.selection import attack_indices, gather
-from farm.runner import prepare_models
+from farm.prepare import prepare_models
 
 LADDER = (4 / 255, 0.03, 10 / 255, 0.05, 0.1, 0.2, 0.3)  # the paper's budgets, then MNIST's usual ones
 PAIRS = ((1, 3), (2, 5), (4, 7), (6, 9), (8, 1), (3, 0), (5, 2), (9, 4), (7, 6), (0, 8))

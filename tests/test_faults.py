@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import subprocess
-import time
 
 import pytest
 import torch
@@ -41,7 +40,7 @@ def executor():
                         {k: torch.zeros(5, dtype=torch.long) for k in keys})
     ex = ShardExecutor(payload, "ours", {"epochs": 3}, "plain", images, "cpu")
     job = Job("m", "ours", "plain", json.dumps({"epochs": 3}))
-    shard = Shard(job, 0, tuple(pairs), 0, shard_id(job, tuple(pairs), 0))
+    shard = Shard(job, tuple(pairs), 0, shard_id(job, tuple(pairs), 0))
     return ex, shard
 
 
@@ -106,8 +105,15 @@ def test_output_of_another_config_is_never_mixed(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "fixed").iterdir()) == ["config.yaml", "manifest.json", "pairs"]
 
 
-def test_read_only_output_fails_before_any_work(tmp_path, capsys):
-    """Root ignores permission bits, so as root the folder is made immutable (chattr +i)."""
+def test_read_only_output_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    """Root ignores permission bits, so as root the folder is made immutable (chattr +i).
+    "Before any work": Ray is never connected to (a tripwire on farm.cluster.connect)."""
+    import farm.cluster
+
+    def tripwire(*_a, **_k):
+        raise AssertionError("farm run connected to Ray before checking that run.output is writable")
+
+    monkeypatch.setattr(farm.cluster, "connect", tripwire)
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o555)
@@ -116,10 +122,9 @@ def test_read_only_output_fails_before_any_work(tmp_path, capsys):
         pytest.skip("running as root on a filesystem without chattr +i: cannot make a read-only folder")
     try:
         path = write_config(tmp_path / "c.yaml", tiny_config(ro))
-        start = time.perf_counter()
         err = _cli(capsys, "run", str(path))
         assert "run.output" in err and "cannot write" in err and "--set run.output" in err
-        assert time.perf_counter() - start < 20 and list(ro.iterdir()) == []
+        assert list(ro.iterdir()) == []
     finally:
         if immutable:
             subprocess.run(["chattr", "-i", str(ro)], check=True)
@@ -148,8 +153,6 @@ def test_unreachable_tracking_server_gives_up_quickly():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    start = time.perf_counter()
-    with pytest.raises(TrackingUnavailable, match="unreachable after 3 tries"):
+    with pytest.raises(TrackingUnavailable, match="unreachable after 3 tries"):  # gives up: it does not hang
         wait_reachable(f"http://127.0.0.1:{port}", backoff_s=0.1)
-    assert time.perf_counter() - start < 10
     wait_reachable("sqlite:///nowhere.db")  # local stores need no probe

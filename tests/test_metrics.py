@@ -15,7 +15,6 @@ from farm.metrics import (
     anomaly_index,
     asr,
     evaluate_pairs,
-    pair_anomaly_sizes,
     predict,
     relative_improvement,
     rescale,
@@ -261,14 +260,6 @@ def test_anomaly_index_mad_zero_nan_and_too_few() -> None:
     assert math.isnan(idx) and flagged == []
 
 
-def test_pair_anomaly_sizes() -> None:
-    rows = [(0, 1, 5.0), (2, 1, 3.0), (1, 0, math.nan), (2, 0, 7.0), (0, 2, math.nan),
-            (1, 2, None)]
-    out = pair_anomaly_sizes(rows)
-    assert list(out) == [0, 1, 2]
-    assert out[0] == 7.0 and out[1] == 3.0 and math.isnan(out[2])
-
-
 # ---- alignment ---------------------------------------------------------------------------
 def test_align_by_size_cuts_only_larger_other() -> None:
     model = PixelModel(0, 0, channels=1)
@@ -344,3 +335,32 @@ def test_summarise_sizes() -> None:
                  "min": 1.0, "max": 8.0, "n": 3}
     e = summarise_sizes([math.nan])
     assert e["n"] == 0 and math.isnan(e["mean"])
+
+
+# ---- per-label sizes for MAD (farm.report.aggregate.label_sizes) --------------------------
+def _size_rows(method: str, rows: list[tuple[int, int, float, float, str]]):
+    import pandas as pd
+
+    return pd.DataFrame([{"method": method, "victim": v, "target": t, "trigger_size": s, "mask_l1": l1,
+                          "status": "ok", "stop_reason": reason} for v, t, s, l1, reason in rows])
+
+
+def test_label_sizes_pair_min_skips_missing_and_capped_sizes() -> None:
+    from farm.report.aggregate import label_sizes
+
+    g = _size_rows("ours", [(0, 1, 5.0, 0.0, "converged"), (2, 1, 3.0, 0.0, "early_stop"),
+                            (1, 0, math.nan, 0.0, "budget"), (2, 0, 7.0, 0.0, "converged"),
+                            (0, 2, 1.0, 0.0, "cap"), (1, 2, math.nan, 0.0, "converged"),
+                            (-1, 2, 0.5, 0.0, "converged")])  # a universal row: not a pair size
+    out = label_sizes(g, "ours", 4, "pair-min")
+    assert out[0] == 7.0 and out[1] == 3.0
+    assert math.isnan(out[2]), "a capped size is the cap's, not the label's"
+    assert math.isnan(out[3]), "a label without rows is NaN, in its place"
+
+
+def test_label_sizes_universal_and_the_methods_own_size_column() -> None:
+    from farm.report.aggregate import label_sizes
+
+    rows = [(-1, 0, 9.0, 2.5, "converged"), (-1, 1, 4.0, 1.5, "converged"), (0, 1, 1.0, 0.1, "converged")]
+    assert label_sizes(_size_rows("ours", rows), "ours", 2, "universal").tolist() == [9.0, 4.0]
+    assert label_sizes(_size_rows("nc", rows), "nc", 2, "universal").tolist() == [2.5, 1.5]  # NC: mask L1

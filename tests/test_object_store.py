@@ -143,7 +143,7 @@ def test_sigkill_on_s3_then_resume_then_tables(tmp_path, s3, s3_env):
     assert len(df) == K * (K - 1)
     assert not df.duplicated(["model_id", "method", "variant", "victim", "target"]).any()
     assert (df["status"] == "ok").all() and set(df["shard_id"]) == {s.shard_id for s in shards}
-    for key, old in before.items():  # finished before the kill: kept, not recomputed
+    for old in before.values():  # finished before the kill: kept, not recomputed
         new = df[df["shard_id"] == old["shard_id"].iloc[0]]
         assert sorted(new["finished_at"]) == sorted(old["finished_at"])
     assert not [k for k in _keys(fs, prefix) if k.rsplit("/", 1)[1].startswith(".")]

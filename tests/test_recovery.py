@@ -14,7 +14,7 @@ import pytest
 from farm.bench import method_spec, run_pairs
 from farm.config import DEFAULT_CONFIG, load_config
 from farm.grid import Pair
-from farm.runner import prepare_models
+from farm.prepare import prepare_models
 
 pytestmark = pytest.mark.slow
 K = 10

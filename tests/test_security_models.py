@@ -13,7 +13,8 @@ from torch import nn
 
 from e2e_util import tiny_config, write_config
 from farm.cli import main
-from farm.models.loading import CheckpointError, _pickled_globals, load_checkpoint
+from farm.models.loading import CheckpointError, load_checkpoint
+from farm.models.pickles import pickled_globals
 from real_fixtures import write_trojai
 
 SHAPE = (3, 32, 32)
@@ -111,7 +112,7 @@ def test_pickle_scan_does_not_inflate_a_zip_bomb(tmp_path):
     assert bomb.stat().st_size < 2 << 20
     tracemalloc.start()
     try:
-        assert _pickled_globals(bomb) is None
+        assert pickled_globals(bomb) is None
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -88,7 +88,8 @@ def test_tables_carry_paper_reference_and_values(data):
     cols = ["normal", "r98", "r96", "r88", "r80", "rot1", "rot2", "rot3", "rot4", "rot5"]
     assert t5["avg"] == pytest.approx(np.mean([t5[c] for c in cols]))
     ablations = by["table6_ablation"].frame
-    assert set(ablations.method) == set(T.ABLATIONS)
+    assert set(ablations.method) == {"ours", "ours_no_tanh", "ours_single_positive", "ours_single_variable",
+                                     "ours_no_tanh_single"} == set(T.ablations())
     assert len(by["fig9_13_align_size"].frame) == len(data.align.groupby(["model_id", "method", "variant"]))
 
 
@@ -232,3 +233,32 @@ def test_best_size_curve_is_median_of_step_functions():
     # t=0.5: nobody has a trigger; t=1.5: only 1 of 3 (< half); t=2.5: 50, 30 -> 40; t=3.5: 10, 30 -> 20
     assert np.isnan(curve[0]) and np.isnan(curve[1])
     assert curve[2] == 40.0 and curve[3] == 20.0
+
+
+def test_aligned_ok_drops_pairs_whose_reference_or_own_trigger_was_capped():
+    """A capped trigger is the cap's: its alignment (as either side) says nothing. Regression:
+    a capped reference row used to raise NameError here."""
+    from types import SimpleNamespace
+
+    from farm.report.tables import aligned_ok
+
+    def row(method, victim, target, reason):
+        return {"model_id": "m", "method": method, "variant": "plain", "victim": victim, "target": target,
+                "status": "ok", "stop_reason": reason}
+
+    df = pd.DataFrame([row("ours", 0, 1, "cap"), row("ours", 1, 0, "converged"), row("ours", 2, 0, "converged"),
+                       row("nc", 0, 1, "converged"), row("nc", 1, 0, "converged"), row("nc", 2, 0, "cap")])
+    align = pd.DataFrame([{**row("nc", v, t, ""), "status": "ok"} for v, t in ((0, 1), (1, 0), (2, 0))])
+    kept = aligned_ok(SimpleNamespace(df=df, align=align))
+    assert list(zip(kept["victim"], kept["target"])) == [(1, 0)]
+
+
+def test_tables_label_methods_by_their_display_name(monkeypatch):
+    from dataclasses import replace
+
+    from farm.methods import METHODS
+    from farm.report.tables import display
+
+    monkeypatch.setattr(METHODS["nc"], "info", replace(METHODS["nc"].info, display="Neural Cleanse"))
+    assert display("nc") == "Neural Cleanse"
+    assert display("ours") == "ours" and display("retired_method") == "retired_method"

@@ -14,17 +14,12 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import numpy as np
 import torch
 
-from farm.schema import ConfigError
+from farm.errors import DatasetError as DatasetError  # re-exported: the old home, for code that imports it here
 
 if TYPE_CHECKING:
     from farm.config import DatasetSpec
 
 Split = Literal["train", "test"]
-
-
-class DatasetError(ConfigError):
-    """The configured data cannot be read (missing root, wrong layout); the message names the
-    dataset, the path and the fix. A ConfigError, so the CLI prints it without a traceback."""
 
 
 @dataclass(frozen=True)

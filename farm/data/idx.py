@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from farm.data import register
-from farm.data.base import DatasetError, Split
+from farm.data.registry import register
+from farm.data.base import Split
+from farm.errors import DatasetError
 from farm.data.torchvision_sets import TorchvisionDataset
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from farm.data import register
+from farm.data.registry import register
 from farm.data.base import Dataset, Split
 
 if TYPE_CHECKING:

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from farm.data import register
-from farm.data.base import Dataset, DatasetError, Split
+from farm.data.registry import register
+from farm.data.base import Dataset, Split
+from farm.errors import DatasetError
 
 if TYPE_CHECKING:
     from farm.config import DatasetSpec

@@ -79,6 +79,6 @@ def harden(model: torch.nn.Module, ds: Dataset, source: TriggerSource, spec: Har
         log(f"harden {tag}: epoch {epoch + 1}/{spec.epochs} loss {loss_sum / n:.4f} "
             f"({time.perf_counter() - t0:.1f}s)")
     model.eval()
-    accuracy = evaluate(model, ds, None, device)["clean_acc"]
+    accuracy = evaluate(model, ds, None)["clean_acc"]
     assert accuracy is not None  # always measured; only the poisoned-model fields can be None
     return HardenOutcome(accuracy, seconds, start, stamped)

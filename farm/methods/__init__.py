@@ -1,8 +1,16 @@
 """Trigger-inversion methods, registered by name (see ``farm.methods.base.register``).
 
-Importing this package imports every method module so that the registry is complete.
+Importing this package imports every module in it, so the registry is complete and a new
+method is one new file here (its ``@register(name, MethodInfo(...))`` does the rest).
 """
-from farm.methods import abs, cw, nc, nc_prune, pixel, uap  # noqa: F401  (registration side effects)
-from farm.methods.base import METHODS, STOP_REASONS, Method, PairBatch, PairOutcome, pair_seed
+import importlib
+import pkgutil
 
-__all__ = ["METHODS", "STOP_REASONS", "Method", "PairBatch", "PairOutcome", "pair_seed"]
+from farm.methods.base import (METHODS, STOP_REASONS, Method, MethodInfo, PairBatch, PairOutcome, create_method,
+                               method_class, method_info, method_params, pair_seed)
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["METHODS", "STOP_REASONS", "Method", "MethodInfo", "PairBatch", "PairOutcome", "create_method", "method_class",
+           "method_info", "method_params", "pair_seed"]

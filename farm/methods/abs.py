@@ -19,9 +19,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from farm.methods.base import (BatchedAdam, Method, PairBatch, PairOutcome, as_outcomes, check_params,
-                               register, run_epochs)
-from farm.methods.blend import BlendProblem, half_tanh
+from farm.methods.base import (BatchedAdam, Method, MethodInfo, PairBatch, PairOutcome, as_outcomes,
+                               best_other_logit, check_params, register, run_epochs)
+from farm.methods.blend import BlendProblem
 from farm.triggers import Trigger, mask_size
 
 NNZ_THRESHOLD = 0.01  # ABS counts a mask pixel as "on" above this value
@@ -75,16 +75,13 @@ def init_mask_variable(h: int, w: int, bound: int, dtype: torch.dtype = torch.fl
     return a
 
 
-squash = half_tanh  # [ABS]: no epsilon, unlike [NC]
-
-
 def margin(logits: torch.Tensor, targets: torch.Tensor, victims: list[int | None]) -> torch.Tensor:
     """Z_t - Z_v per image from logits A×B×K; for an all-to-one pair (victim None) Z_v is the
     largest non-target logit of each image [REC], the natural "any victim" reading."""
-    a, b, k = logits.shape
+    a, b, _ = logits.shape
     t = targets.view(a, 1, 1).expand(a, b, 1)
     z_t = logits.gather(2, t).squeeze(2)
-    rivals = logits.masked_fill(torch.nn.functional.one_hot(t.squeeze(2), k).bool(), -math.inf).amax(2)
+    rivals = best_other_logit(logits, targets)
     fixed = torch.tensor([-1 if v is None else v for v in victims], device=logits.device)
     z_v = logits.gather(2, fixed.clamp(min=0).view(a, 1, 1).expand(a, b, 1)).squeeze(2)
     z_v = torch.where((fixed >= 0).view(a, 1), z_v, rivals)
@@ -133,7 +130,7 @@ def select_neurons(model: nn.Module, batch: PairBatch) -> torch.Tensor:
 
 
 class ABSProblem(BlendProblem):
-    squash = staticmethod(squash)
+    divisor = 2.0  # [ABS]: no epsilon, unlike [NC]
 
     def __init__(self, params: ABSParams, batch: PairBatch, model: nn.Module):
         images = batch.images
@@ -163,7 +160,7 @@ class ABSProblem(BlendProblem):
             self._hook = None
 
     def regulariser(self, rows: torch.Tensor) -> torch.Tensor:
-        return size_penalty(squash(self.variables[0][rows]), self.prm.size_bound, self.prm.penalty_weight)
+        return size_penalty(self.squash(self.variables[0][rows]), self.prm.size_bound, self.prm.penalty_weight)
 
     def data_loss(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         victims = [self.batch.victims[i] for i in rows.tolist()]
@@ -181,7 +178,7 @@ class ABSProblem(BlendProblem):
     def end_epoch(self, asr: torch.Tensor, reg: torch.Tensor, elapsed: float) -> None:
         """No best-so-far ([ABS] outputs the last iterate). The Fig. 8 trace records the size
         of the iterate whenever it meets the ASR bound with a new size [REC]."""
-        size = mask_size(squash(self.variables[0].detach())).to(self.dtype)
+        size = mask_size(self.squash(self.variables[0].detach())).to(self.dtype)
         changed = self.active & (asr >= self.prm.asr_threshold) & (size != self.last_size)
         self.last_size = torch.where(changed, size, self.last_size)
         self.mark_best(changed, size, elapsed)
@@ -197,7 +194,7 @@ class ABSProblem(BlendProblem):
         return out
 
 
-@register("abs")
+@register("abs", MethodInfo("blend"))
 class ABS(Method):
     """ABS pair version: logit margin + size-bound penalty, full-batch Adam, last iterate.
 
@@ -205,7 +202,6 @@ class ABS(Method):
     """
 
     Params = ABSParams
-    kind = "blend"
 
     def invert(self, model: nn.Module, batch: PairBatch) -> list[PairOutcome]:
         full = replace(batch, batch_size=batch.images.shape[1])  # B = N: one epoch = one full-batch step

@@ -11,14 +11,16 @@ end-of-epoch bookkeeping; the loop is written once here.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, ClassVar, Literal, get_args
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable, ClassVar, Literal, final, get_args
 
 import torch
 import torch.nn.functional as F
 
+from farm.errors import ConfigError
 from farm.triggers import Trigger, TriggerKind
 
 METHODS: dict[str, type["Method"]] = {}
@@ -29,17 +31,59 @@ StopReason = Literal["converged", "cap", "budget", "early_stop", "failed"]
 STOP_REASONS: tuple[str, ...] = get_args(StopReason)
 
 
-def register(name: str) -> Callable[[type["Method"]], type["Method"]]:
-    """Class decorator: make a method selectable by ``name`` in configs."""
+@dataclass(frozen=True)
+class MethodInfo:
+    """What the rest of the farm knows about a method without running it, declared once where
+    the method registers, so that adding a method touches one file.
+
+    ``trigger_kind``: the family of every trigger it stores (also of its failed rows);
+    ``mad_size``: the row column MAD ranks its per-target sizes by (NC's own measure is its
+    mask's L1, METHODS.md §2(g)); ``display``: its label in tables and figures;
+    ``ablation_of``: the method it is an ablation of (Table 6 lists them with it).
+    """
+
+    trigger_kind: TriggerKind
+    mad_size: Literal["trigger_size", "mask_l1"] = "trigger_size"
+    display: str = ""  # empty: the registered name
+    ablation_of: str | None = None
+
+
+def register(name: str, info: MethodInfo) -> Callable[[type["Method"]], type["Method"]]:
+    """Class decorator: make a method selectable by ``name`` in configs, with its metadata."""
 
     def wrap(cls: type["Method"]) -> type["Method"]:
         if name in METHODS:
             raise ValueError(f"method {name!r} registered twice")
         cls.name = name
+        cls.info = replace(info, display=info.display or name)
         METHODS[name] = cls
         return cls
 
     return wrap
+
+
+def method_class(name: str) -> type["Method"]:
+    """The registered class of ``name``; a ConfigError naming the known ones otherwise."""
+    if name not in METHODS:
+        raise ConfigError([f"method {name!r}: unknown; expected one of {', '.join(sorted(METHODS))}"])
+    return METHODS[name]
+
+
+def method_info(name: str) -> MethodInfo:
+    return method_class(name).info
+
+
+def method_params(name: str, raw: dict[str, Any] | None = None) -> Any:
+    """``name``'s frozen Params from plain data (a config's ``params``, a row's ``params_json``)."""
+    return method_class(name).Params(**(raw or {}))
+
+
+def create_method(name: str, params: dict[str, Any] | Any | None = None,
+                  augment: "Augment | None" = None) -> "Method":
+    """The one way to build a method by name: ``params`` as plain data or as its Params."""
+    if params is None or isinstance(params, dict):
+        params = method_params(name, params)
+    return method_class(name)(params, augment=augment)
 
 
 def pair_seed(*parts: Any) -> int:
@@ -105,11 +149,15 @@ def stop_reason(converged: bool, failure: str | None, early_stopped: bool = Fals
 
 
 class Method(ABC):
-    """A trigger-inversion method: frozen ``Params`` (defaults = METHODS.md) + ``invert``."""
+    """A trigger-inversion method: frozen ``Params`` (defaults = METHODS.md) + ``invert``.
+
+    Callers run a method as ``method(model, batch)``, never ``invert`` directly: ``__call__``
+    establishes what every ``invert`` assumes (see there).
+    """
 
     name: ClassVar[str]
+    info: ClassVar[MethodInfo]
     Params: ClassVar[type]
-    kind: ClassVar[TriggerKind]
     # Params fields that cap a run without being part of the method (a pair they stop gets
     # stop_reason "cap"); the tables name their values in their notes.
     caps: ClassVar[tuple[str, ...]] = ()
@@ -118,12 +166,34 @@ class Method(ABC):
         self.params = params if params is not None else self.Params()
         self.augment = augment
 
-    @classmethod
-    def params_from(cls, raw: dict[str, Any]) -> Any:
-        return cls.Params(**raw)
-
     def params_dict(self) -> dict[str, Any]:
         return asdict(self.params)
+
+    @final
+    def __call__(self, model: torch.nn.Module, batch: PairBatch) -> list[PairOutcome]:
+        """``invert`` on a model in eval mode with frozen weights and inputs checked to be in [0,1].
+
+        A model in train mode makes BatchNorm normalise with the statistics of the whole P·B
+        batch, so a pair's trigger would depend on its batch-mates (and dropout would make it
+        random); trainable weights would collect gradients every step. The model's mode and
+        ``requires_grad`` flags are restored afterwards. NaN images pass the range check: they
+        are how a poisoned pair is tested, and the loop fails that pair alone.
+        """
+        low, high = torch.aminmax(batch.images)
+        if bool(low < 0) or bool(high > 1):
+            raise ValueError(f"{self.name}: images must be in [0, 1] (got [{float(low):.3g}, {float(high):.3g}]); "
+                             "divide uint8 images by 255")
+        training = model.training
+        grads = [(p, p.requires_grad) for p in model.parameters()]
+        model.eval()
+        for p, _ in grads:  # not model.requires_grad_(): ScriptModules do not support it
+            p.requires_grad_(False)
+        try:
+            return self.invert(model, batch)
+        finally:
+            model.train(training)
+            for p, flag in grads:
+                p.requires_grad_(flag)
 
     @abstractmethod
     def invert(self, model: torch.nn.Module, batch: PairBatch) -> list[PairOutcome]:
@@ -229,6 +299,13 @@ def per_sample_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy to each pair's target for logits A×B×K and targets A: shape A×B."""
     a, b, k = logits.shape
     return F.cross_entropy(logits.reshape(a * b, k), targets.repeat_interleave(b), reduction="none").view(a, b)
+
+
+def best_other_logit(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """max_{j != t} Z_j of each image, logits A×B×K and targets A -> A×B (CW's hinge, ABS's
+    margin of an all-to-one pair)."""
+    a, b, _ = logits.shape
+    return logits.scatter(2, targets.view(a, 1, 1).expand(a, b, 1), -math.inf).amax(2)
 
 
 def hit_rate(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -6,23 +6,21 @@ their initialisation and their losses.
 """
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 
 from farm.methods.base import EpochProblem
-
-
-def half_tanh(a: torch.Tensor) -> torch.Tensor:
-    """tanh(a)/2 + 0.5: [ABS]'s mask/pattern squash and CW's pattern q ([CWc] works in
-    [-0.5, 0.5]; we shift to [0, 1] pixels)."""
-    return torch.tanh(a) / 2 + 0.5
+from farm.methods.squash import squash
 
 
 class BlendProblem(EpochProblem):
-    """``variables = [a, b]``; subclasses set ``squash`` and build the variables."""
+    """``variables = [a, b]``; subclasses set the squash's ``divisor`` and build the variables."""
 
-    squash: ClassVar[Callable[[torch.Tensor], torch.Tensor]]
+    divisor: ClassVar[float]
+
+    def squash(self, a: torch.Tensor) -> torch.Tensor:
+        return squash(a, self.divisor)
 
     def current(self) -> torch.Tensor:
         """[m; p] of every pair now, (P, 1+C, H, W): the stored blend trigger layout."""

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import torch
 
-from farm.methods.base import (Augment, BatchedAdam, Method, PairBatch, PairOutcome, PairState, as_outcomes,
-                               check_params, hit_rate, register)
-from farm.methods.blend import half_tanh
+from farm.methods.base import (Augment, BatchedAdam, Method, MethodInfo, PairBatch, PairOutcome, PairState,
+                               as_outcomes, best_other_logit, check_params, hit_rate, register)
+from farm.methods.squash import squash, unsquash
 from farm.triggers import Trigger
 
 CHANGED = 1e-4  # [CWc]: a pixel counts as changed when some channel moved by >= 1e-4
@@ -67,10 +67,6 @@ class CWParams:
         return out
 
 
-def unsquash(q: torch.Tensor) -> torch.Tensor:
-    return torch.atanh((q - 0.5) * ARCTANH_SCALE)
-
-
 def prune_pixels(e: torch.Tensor, valid: torch.Tensor, n_changed: int, e_stop: float, frac: float) -> torch.Tensor:
     """One CW pruning step: the new pixel set (same shape and dtype as ``valid``).
 
@@ -99,7 +95,7 @@ class CWProblem(PairState):
         self.prm, self.augment = params, augment
         p, _, c, h, w = batch.images.shape
         # First round: q = mean image of X_v [REC]; later rounds warm-start from the solution.
-        self.w = unsquash(batch.images.mean(1)).requires_grad_()
+        self.w = unsquash(batch.images.mean(1), ARCTANH_SCALE).requires_grad_()
         self.optimiser = BatchedAdam([self.w], params.lr, params.betas)
         opts = {"device": self.device, "dtype": self.dtype}
         self.v = torch.ones((p, h, w), **opts)
@@ -115,7 +111,7 @@ class CWProblem(PairState):
         dist = (x_adv - x).pow(2).flatten(1).sum(1)
         t = self.targets[rows].view(-1, 1, 1).expand(-1, logits.shape[1], 1)
         z_t = logits.gather(2, t).squeeze(2)
-        z_other = logits.scatter(2, t, -math.inf).amax(2)
+        z_other = best_other_logit(logits, self.targets[rows])
         hinge = (z_other - z_t).clamp(min=-self.prm.kappa).sum(1)
         return dist + self.cost[rows] * hinge
 
@@ -127,7 +123,7 @@ class CWProblem(PairState):
             rows = self.active.nonzero().flatten()
             x = images[rows]  # A×N×C×H×W: the full attack set every iteration ([CWc] set version)
             self.w.grad = None
-            q = half_tanh(self.w[rows]).unsqueeze(1)
+            q = squash(self.w[rows], 2.0).unsqueeze(1)
             v = self.v[rows][:, None, None]
             x_adv = v * q + (1 - v) * x
             x_in = x_adv if self.augment is None else self.augment(
@@ -158,7 +154,7 @@ class CWProblem(PairState):
     def _accept(self, success: torch.Tensor, rows: torch.Tensor, diff: torch.Tensor, elapsed: float) -> None:
         """Record each success, prune its v, and start its next inner solve (fresh Adam)."""
         grad = self.w.grad
-        q = half_tanh(self.w.detach())
+        q = squash(self.w.detach(), 2.0)
         self.mark_best(success, self.v.flatten(1).sum(1), elapsed)
         position = {int(r): k for k, r in enumerate(rows.tolist())}
         for i in success.nonzero().flatten().tolist():
@@ -192,7 +188,7 @@ class CWProblem(PairState):
 
     def outcomes(self) -> list[PairOutcome]:
         """Last success per pair; without one, the current [v; q] flagged unconverged."""
-        current = torch.cat([self.v.unsqueeze(1), half_tanh(self.w.detach())], 1)
+        current = torch.cat([self.v.unsqueeze(1), squash(self.w.detach(), 2.0)], 1)
         chosen = torch.where(self.converged.view(-1, 1, 1, 1), self.solution, current)
         self.last_asr = torch.where(self.converged, self.solution_asr, self.last_asr)
         out = as_outcomes(self, [Trigger("blend", chosen[i].float().cpu()) for i in range(self.batch.size)])
@@ -202,12 +198,11 @@ class CWProblem(PairState):
         return out
 
 
-@register("cw")
+@register("cw", MethodInfo("blend"))
 class CarliniWagnerL0(Method):
     """CW L0 for a set of images: shared pattern, shrinking pixel set (METHODS.md §2(d))."""
 
     Params = CWParams
-    kind = "blend"
     caps = ("max_rounds",)
 
     def invert(self, model: torch.nn.Module, batch: PairBatch) -> list[PairOutcome]:

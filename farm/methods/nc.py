@@ -21,10 +21,10 @@ from typing import Literal
 
 import torch
 
-from farm.methods.base import (BatchedAdam, CostSchedule, EpochMethod, PairBatch, PairOutcome,
+from farm.methods.base import (BatchedAdam, CostSchedule, EpochMethod, MethodInfo, PairBatch, PairOutcome,
                                as_outcomes, check_params, register)
 from farm.methods.blend import BlendProblem
-from farm.methods.pixel import EPS
+from farm.methods.squash import NC_DIVISOR, squash, unsquash
 from farm.triggers import Trigger, mask_size
 
 
@@ -47,15 +47,6 @@ class NCParams:
         return check_params(self)
 
 
-def squash(a: torch.Tensor) -> torch.Tensor:
-    """tanh(a)/(2-eps) + 0.5: an unconstrained variable mapped into (0, 1)."""
-    return torch.tanh(a) / (2 - EPS) + 0.5
-
-
-def unsquash(y: torch.Tensor) -> torch.Tensor:
-    return torch.atanh((y - 0.5) * (2 - EPS))
-
-
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon(): the clip of categorical_crossentropy's "output"
 
 
@@ -72,7 +63,7 @@ def swapped_keras_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
 
 
 class NCProblem(BlendProblem):
-    squash = staticmethod(squash)
+    divisor = NC_DIVISOR
 
     def __init__(self, params: NCParams, batch: PairBatch, device: torch.device, dtype: torch.dtype):
         super().__init__(batch, device, dtype)
@@ -130,10 +121,9 @@ class NCProblem(BlendProblem):
         return out
 
 
-@register("nc")
+@register("nc", MethodInfo("blend", mad_size="mask_l1"))
 class NeuralCleanse(EpochMethod):
     Params = NCParams
-    kind = "blend"
 
     def make_problem(self, batch: PairBatch) -> NCProblem:
         return NCProblem(self.params, batch, batch.images.device, batch.images.dtype)

@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 import torch
 
-from farm.methods.base import METHODS, Method, PairBatch, PairOutcome, pair_seed, register
+from farm.methods.base import (Method, MethodInfo, PairBatch, PairOutcome, StopReason, create_method, pair_seed,
+                               register)
 from farm.methods.nc import NCParams
 from farm.methods.pixel import PixelParams
 from farm.schema import build
@@ -47,16 +48,15 @@ def _half(batch: PairBatch, name: str) -> PairBatch:
     return replace(batch, seeds=[pair_seed(s, name) for s in batch.seeds])
 
 
-@register("nc_prune")
+@register("nc_prune", MethodInfo("blend"))
 class NCPrune(Method):
     """Run ``nc`` and ``ours`` on the same pairs; prune each NC mask to ours' size."""
 
     Params = NCPruneParams
-    kind = "blend"
 
     def invert(self, model: torch.nn.Module, batch: PairBatch) -> list[PairOutcome]:
-        nc = METHODS["nc"](self.params.nc, self.augment).invert(model, _half(batch, "nc"))
-        ours = METHODS["ours"](self.params.ours, self.augment).invert(model, _half(batch, "ours"))
+        nc = create_method("nc", self.params.nc, self.augment).invert(model, _half(batch, "nc"))
+        ours = create_method("ours", self.params.ours, self.augment).invert(model, _half(batch, "ours"))
         return [self._compose(model, batch.images[i], batch.targets[i], n, o) for i, (n, o) in enumerate(zip(nc, ours))]
 
     @staticmethod
@@ -81,5 +81,5 @@ class NCPrune(Method):
 _WEAKEST_FIRST = ("failed", "budget", "cap", "early_stop", "converged")
 
 
-def _combined(*reasons: str) -> str:
+def _combined(*reasons: StopReason) -> StopReason:
     return min(reasons, key=_WEAKEST_FIRST.index)

@@ -12,12 +12,12 @@ from typing import ClassVar, Literal
 
 import torch
 
-from farm.methods.base import (BatchedAdam, CostSchedule, EpochMethod, EpochProblem, PairBatch, PairOutcome,
-                               as_outcomes, check_params, register)
+from farm.methods.base import (BatchedAdam, CostSchedule, EpochMethod, EpochProblem, MethodInfo, PairBatch,
+                               PairOutcome, as_outcomes, check_params, register)
+from farm.methods.squash import squash
 from farm.triggers import Trigger, additive_size, threshold_additive
 
 M = 1.0  # max pixel value
-EPS = 1e-7  # tanh squashing epsilon of [PB]/[NC]
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,9 @@ class PixelParams:
         return check_params(self)
 
 
-def _smooth_step(u: torch.Tensor) -> torch.Tensor:
+def smooth_step(u: torch.Tensor) -> torch.Tensor:
     """s(u) = tanh(u/10)/(2-eps) + 0.5: 0.5 at 0, -> 0 as u -> -inf, so R pushes u below 0."""
-    return torch.tanh(u / 10) / (2 - EPS) + 0.5
+    return squash(u, temperature=10.0)
 
 
 def _pixel_max(t: torch.Tensor) -> torch.Tensor:
@@ -96,7 +96,7 @@ class PixelProblem(EpochProblem):
             u = vs[0]
             return _pixel_max(torch.tanh(u.abs() / 10) if self.reg_kind == "tanh" else u.clamp(-M, M).abs())
         if self.reg_kind == "tanh":
-            return sum(_pixel_max(_smooth_step(u)) for u in vs)
+            return sum(_pixel_max(smooth_step(u)) for u in vs)
         return sum(_pixel_max(u.clamp(0, M)) for u in vs)  # |p-| = clamp(u_n, 0, M)
 
     def total_loss(self, data: torch.Tensor, reg: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -133,12 +133,11 @@ class PixelProblem(EpochProblem):
                                   for i in range(self.batch.size)])
 
 
-@register("ours")
+@register("ours", MethodInfo("additive"))
 class Ours(EpochMethod):
     """PixelBackdoor: p+ and p- variables, tanh pixel regulariser, projection on improvement."""
 
     Params = PixelParams
-    kind = "additive"
     VARIABLES: ClassVar[Literal["two", "positive", "single"]] = "two"
     REGULARISER: ClassVar[Literal["tanh", "l1"]] = "tanh"
 
@@ -146,28 +145,28 @@ class Ours(EpochMethod):
         return PixelProblem(self, batch, batch.images.device, batch.images.dtype)
 
 
-@register("ours_no_tanh")
+@register("ours_no_tanh", MethodInfo("additive", ablation_of="ours"))
 class OursNoTanh(Ours):
     """Ablation (1): R = sum max_c p+ + sum max_c |p-| instead of the tanh step."""
 
     REGULARISER = "l1"
 
 
-@register("ours_single_positive")
+@register("ours_single_positive", MethodInfo("additive", ablation_of="ours"))
 class OursSinglePositive(Ours):
     """Ablation (2): only u_p, so the trigger can only brighten pixels."""
 
     VARIABLES = "positive"
 
 
-@register("ours_single_variable")
+@register("ours_single_variable", MethodInfo("additive", ablation_of="ours"))
 class OursSingleVariable(Ours):
     """Ablation (3): one u in [-1,1), R = sum max_c tanh(|u|/10) (kink at 0)."""
 
     VARIABLES = "single"
 
 
-@register("ours_no_tanh_single")
+@register("ours_no_tanh_single", MethodInfo("additive", ablation_of="ours"))
 class OursNoTanhSingle(Ours):
     """Ablation (4): one variable and R = sum max_c |delta| (both removed)."""
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from farm.methods.base import (EpochMethod, EpochProblem, PairBatch, PairOutcome, as_outcomes, check_params,
-                               per_sample_ce, register)
+from farm.methods.base import (EpochMethod, EpochProblem, MethodInfo, PairBatch, PairOutcome, as_outcomes,
+                               check_params, per_sample_ce, register)
 from farm.triggers import Trigger, additive_size
 
 
@@ -116,12 +116,11 @@ class UAPProblem(EpochProblem):
         return out
 
 
-@register("uap")
+@register("uap", MethodInfo("additive"))
 class UAP(EpochMethod):
     """Targeted UAP: L∞-bounded additive delta, clipped CE, sign-gradient steps, best ASR kept."""
 
     Params = UAPParams
-    kind = "additive"
 
     def make_problem(self, batch: PairBatch) -> UAPProblem:
         return UAPProblem(self.params, batch, batch.images.device, batch.images.dtype)

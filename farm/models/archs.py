@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 import torch.nn.functional as F
 
-from farm.models import register_arch
+from farm.models.registry import register_arch
 
 Shape = tuple[int, int, int]
 

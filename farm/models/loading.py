@@ -22,13 +22,10 @@ only when the user trusts the file (docs/security.md):
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
-import pickletools
 import warnings
-import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,18 +34,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from farm.errors import UserError
+from farm.errors import CheckpointError
 from farm.models import build_net
+from farm.models.pickles import pickled_globals
 from farm.models.wrapper import NormalizedModel
 
 _META = "farm.json"
-PICKLE_SCAN_LIMIT = 64 << 20  # bytes of data.pkl the static scan decompresses (a zip bomb stops here)
 TRUST_HINT = ("set trust_code: true on the model (or pass --trust-code) only if you trust whoever made the file; "
               "otherwise ask for a state dict (torch.save(model.state_dict(), path))")
-
-
-class CheckpointError(UserError):
-    """A checkpoint could not be used; the message names the file and the fix."""
 
 
 @contextmanager
@@ -123,7 +116,7 @@ def _load_state_dict(path: Path, arch: str, k: int, shape: tuple[int, int, int],
             warnings.simplefilter("ignore", UserWarning)  # pickle-protocol chatter; errors still raise
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        names = _pickled_globals(path)
+        names = pickled_globals(path)
         if names is not None or "allowed global" in str(exc):
             raise CheckpointError(
                 f"{path}: refused: the file contains pickled code objects "
@@ -175,32 +168,6 @@ def _check_shapes(path: Path, arch: str, net: nn.Module, sd: dict[str, torch.Ten
         if key in want and v.shape != want[key].shape:
             raise CheckpointError(f"{path}: does not match arch {arch!r}: {key} is {tuple(v.shape)}, "
                                   f"expected {tuple(want[key].shape)}; set 'arch' to the trained architecture")
-
-
-def _pickled_globals(path: Path) -> list[str] | None:
-    """Names a pickle would import (statically, via pickletools: nothing runs); None if unparsable."""
-    raw = path.read_bytes()
-    if zipfile.is_zipfile(io.BytesIO(raw)):
-        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
-            names = [n for n in zf.namelist() if n.endswith("data.pkl")]
-            if not names:
-                return None
-            with zf.open(names[0]) as f:
-                raw = f.read(PICKLE_SCAN_LIMIT + 1)
-            if len(raw) > PICKLE_SCAN_LIMIT:
-                return None  # larger than any state dict's pickle: treated as corrupt, never inflated
-    found, strings = [], []
-    try:
-        for op, arg, _ in pickletools.genops(raw):
-            if op.name in ("GLOBAL", "INST"):
-                found.append(str(arg).replace(" ", "."))
-            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                found.append(".".join(strings[-2:]))
-            elif isinstance(arg, str):
-                strings.append(arg)
-    except Exception:  # noqa: BLE001 - any parse failure means "not a pickle": corrupt file
-        return None
-    return sorted(set(found)) if found else None
 
 
 def _corrupt(path: Path, exc: BaseException) -> CheckpointError:

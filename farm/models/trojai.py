@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from farm.grid import ANY
+from farm.models.pickles import pickled_globals
 
 MODEL_FILE = "model.pt"
 _TENSOR_GLOBALS = ("torch.", "collections.OrderedDict")
@@ -28,8 +29,6 @@ _TENSOR_GLOBALS = ("torch.", "collections.OrderedDict")
 
 def model_file(folder: Path, error: type[Exception]) -> tuple[Path, str]:
     """(path of model.pt, 'torchscript' | 'state_dict'); ``error`` for anything unusable."""
-    from farm.models.loading import _pickled_globals
-
     if not folder.is_dir():
         raise error(f"{folder}: format 'trojai' expects a model folder (model.pt, clean_example_data/); "
                     "point the model's 'checkpoint' at the folder")
@@ -38,7 +37,7 @@ def model_file(folder: Path, error: type[Exception]) -> tuple[Path, str]:
         raise error(f"{folder}: no {MODEL_FILE} in this TrojAI folder")
     if _is_torchscript(path):
         return path, "torchscript"
-    foreign = [g for g in (_pickled_globals(path) or []) if not g.startswith(_TENSOR_GLOBALS)]
+    foreign = [g for g in (pickled_globals(path) or []) if not g.startswith(_TENSOR_GLOBALS)]
     if foreign:
         raise error(
             f"{path}: a pickled full model ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "

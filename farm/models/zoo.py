@@ -27,6 +27,7 @@ from torch import nn
 from farm.config import DatasetSpec, ModelSpec, TrainSpec
 from farm.data import DATASETS, Dataset, load_dataset
 from farm.models import build_model
+from farm.metrics import predict
 from farm.models.loading import load_checkpoint, save_state_dict
 from farm.models.poison import Poison, make_poison, poison_plan
 from farm.schema import to_dict
@@ -77,7 +78,7 @@ def ensure_model(spec: ModelSpec, dataset_spec: DatasetSpec, zoo_dir: Path,
         "dataset_spec": to_dict(dataset_spec), "num_classes": ds.num_classes,
         "image_shape": list(ds.image_shape), "mean": list(ds.mean), "std": list(ds.std),
         "kind": "clean" if poison is None else "poisoned",
-        **evaluate(model, ds, poison, device),
+        **evaluate(model, ds, poison),
         "attack": poison.meta() if poison else {"type": "none"},
         "train": to_dict(spec.train), "train_seconds": round(seconds, 3), "train_device": str(device),
     }
@@ -180,14 +181,7 @@ def train_model(ds: Dataset, spec: ModelSpec, poison: Poison | None,
     return model.eval()
 
 
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Predicted labels of uint8 images, in eval-sized chunks."""
-    return torch.cat([model(c.to(device).float() / 255).argmax(1).cpu() for c in x.split(_EVAL_BATCH)])
-
-
-def evaluate(model: nn.Module, ds: Dataset, poison: Poison | None,
-             device: str | torch.device = "cpu") -> dict[str, float | None]:
+def evaluate(model: nn.Module, ds: Dataset, poison: Poison | None) -> dict[str, float | None]:
     """Clean test accuracy and, for a poisoned model, the planted trigger's ASR.
 
     ASR is measured on test images of the classes the attack flips (all but the target, or the
@@ -196,11 +190,11 @@ def evaluate(model: nn.Module, ds: Dataset, poison: Poison | None,
     """
     labels = torch.from_numpy(ds.labels("test"))
     x = ds.images("test", np.arange(len(labels)))
-    out: dict[str, float | None] = {"clean_acc": float((predict(model, x, device) == labels).float().mean()),
+    out: dict[str, float | None] = {"clean_acc": float((predict(model, x, _EVAL_BATCH) == labels).float().mean()),
                                     "asr": None, "asr_other": None}
     if poison is None:
         return out
-    flips = predict(model, poison.stamp(x), device) == poison.target
+    flips = predict(model, poison.stamp(x), _EVAL_BATCH) == poison.target
     if poison.victim is None:
         out["asr"] = float(flips[labels != poison.target].float().mean())
     else:

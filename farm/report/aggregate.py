@@ -13,8 +13,6 @@ import pandas as pd
 from farm.metrics import anomaly_index
 
 JOB = ["model_id", "method", "variant"]
-# Methods whose MAD size is NC's L1 mask norm ([NC]); every other method uses pixel counts.
-L1_SIZE_METHODS = {"nc"}
 
 
 # Stop reasons of rows that ended by the method's own rule with a trigger meeting its ASR bound:
@@ -87,10 +85,12 @@ def label_sizes(g: pd.DataFrame, method: str, k: int, source: str) -> np.ndarray
     """Per-target trigger size for MAD (METHODS.md §2(g), §5.15).
 
     ``universal``: the (any -> t) trigger of each label; ``pair-min``: s_t = min_v s(v -> t)
-    over the all-pairs rows. NC's size is the L1 norm of its mask, every other method's the
-    pixel count.
+    over the all-pairs rows. The size column is the method's own (``MethodInfo.mad_size``:
+    NC's is the L1 norm of its mask, every other method's the pixel count).
     """
-    column = "mask_l1" if method in L1_SIZE_METHODS else "trigger_size"
+    from farm.methods import method_info  # torch: only when a table asks for MAD
+
+    column = method_info(method).mad_size
     ok = uncapped(g)  # a capped size is the cap's, not the label's
     rows = ok[ok["victim"] < 0] if source == "universal" else ok[ok["victim"] >= 0]
     sizes = np.full(k, np.nan)

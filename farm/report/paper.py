@@ -8,6 +8,14 @@ from __future__ import annotations
 
 SOURCE = "paper (Tao et al. CVPR'22), METHODS.md §3"
 
+# The methods each paper table compares, by registered name: a fact of the paper, not of the
+# methods (their own metadata, such as which ones are ablations, lives where they register).
+OURS = "ours"  # the paper's method: the reference of alignment, Fig 8 and Table 6
+TABLE4_METHODS = ("ours", "nc", "nc_prune", "abs", "cw", "uap")
+FIG8_METHODS = ("ours", "cw")
+TABLE5_METHODS = ("ours", "nc", "nc_prune")
+TABLE9_METHODS = ("uap", "nc", "ours")
+
 # Fig 8: speed-up of ours over CW to the final best trigger, all pairs.
 FIG8_SPEEDUP = [
     {"dataset": "CIFAR-10", "speedup_vs_cw": 10.88, "source": "Fig 8"},

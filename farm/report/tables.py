@@ -32,8 +32,17 @@ from farm.report.aggregate import (JOB, anomaly_table, capped, mean_of, ok_rows,
                                    uncapped)
 from farm.report.render import Table, to_csv, to_markdown, to_tex
 
-PAPER_METHODS = ["ours", "nc", "nc_prune", "abs", "cw", "uap"]
-ABLATIONS = ["ours", "ours_no_tanh", "ours_single_positive", "ours_single_variable", "ours_no_tanh_single"]
+
+
+def display(method: str) -> str:
+    """A method's label in tables (``MethodInfo.display``); a stored method this farm no longer
+    registers keeps its name."""
+    return METHODS[method].info.display if method in METHODS else method
+
+
+def ablations() -> list[str]:
+    """Ours and the registered methods that declare themselves its ablations (Table 6)."""
+    return [paper.OURS] + [name for name, cls in METHODS.items() if cls.info.ablation_of == paper.OURS]
 ROBUST = ["asr", *[f"asr_{k}" for k in ROBUSTNESS]]  # Table 5 column order: normal, r98.., rot1..5
 FORMATS = ("md", "csv", "tex")
 Log = Callable[[str], None]
@@ -162,7 +171,7 @@ def coverage(data: RunData) -> Table:
                          "pairs_expected": len(data.expected[model]), "pairs_ok": len(ok_rows(g)),
                          **{f"stop_{r}": int(reasons.get(r, 0)) for r in STOP_REASONS},
                          "missing": _pair_list(miss) if miss else ""})
-    absent = [m for m in PAPER_METHODS if m not in {m for m, _ in data.methods}]
+    absent = [m for m in paper.TABLE4_METHODS if m not in {m for m, _ in data.methods}]
     notes = [f"paper methods not in this run's config: {', '.join(absent)}"] if absent else []
     notes.append("stop_*: why each pair stopped (converged: the method's own end with a trigger meeting its "
                  "ASR bound; early_stop: an early-stop rule, with such a trigger; cap: a safety cap while still "
@@ -175,31 +184,32 @@ def speedup(data: RunData) -> Table:
     """Fig 8 analogue: time of ours vs CW per pair (total and to the final best, §5.13)."""
     rows = []
     for (model, variant), g in data.df.groupby(["model_id", "variant"], sort=True):
-        by = {m: _ok(g[g["method"] == m]) for m in ("ours", "cw")}
+        by = {m: _ok(g[g["method"] == m]) for m in paper.FIG8_METHODS}
         row: dict[str, Any] = {"model": model, "variant": variant}
         for m, ok in by.items():
             gm = g[g["method"] == m]
             row |= {f"{m}_pairs": _count(gm, data, model), f"{m}_capped": len(pairs_of(capped(gm))),
                     f"{m}_s_per_pair": mean_of(ok["wall_s"]), f"{m}_s_to_best": mean_of(ok["time_to_best"])}
-        row["speedup_total"] = row["cw_s_per_pair"] / row["ours_s_per_pair"]
-        row["speedup_to_best"] = row["cw_s_to_best"] / row["ours_s_to_best"]
+        ours, other = paper.FIG8_METHODS
+        row["speedup_total"] = row[f"{other}_s_per_pair"] / row[f"{ours}_s_per_pair"]
+        row["speedup_to_best"] = row[f"{other}_s_to_best"] / row[f"{ours}_s_to_best"]
         rows.append(row)
     ref = pd.DataFrame(paper.FIG8_SPEEDUP)
     return Table("fig8_speedup", "Fig 8 (speed-up of ours over CW)", pd.DataFrame(rows), ref,
-                 paper.SOURCE, job_notes(data.df, data, ["ours", "cw"]) + [paper.FIG8_NOTE])
+                 paper.SOURCE, job_notes(data.df, data, list(paper.FIG8_METHODS)) + [paper.FIG8_NOTE])
 
 
 def methods_table(data: RunData) -> Table:
     """Table 4 analogue: one row per method: time per pair, trigger pixels, held-out ASR, with
     the pairs that a cap stopped in columns of their own."""
-    rows = [{"model": r.model_id, "method": r.method, "variant": r.variant,
+    rows = [{"model": r.model_id, "method": display(r.method), "variant": r.variant,
              "pairs": f"{r.ok - r.capped}/{len(data.expected.get(r.model_id, []))}", "converged": r.converged,
              "early_stop": r.early_stop, "budget": r.budget, "failed": r.failed, "s_per_pair": r.s_per_pair,
              "pixels_mean": r.mean_size, "pixels_median": r.median_size, "asr_pct": r.mean_asr_pct,
              "capped": r.capped, "capped_pixels_mean": r.capped_mean_size, "capped_asr_pct": r.capped_mean_asr_pct}
             for r in summary(data.df).itertuples()]
     ref = pd.DataFrame(paper.TABLE4).rename(columns={"time": "time (min?)", "pixels": "pixels", "asr": "asr_pct"})
-    notes = job_notes(data.df, data, sorted(set(PAPER_METHODS) | {m for m, _ in data.methods}))
+    notes = job_notes(data.df, data, sorted(set(paper.TABLE4_METHODS) | {m for m, _ in data.methods}))
     notes.append("pairs: uncapped pairs with a result / expected; converged counts early stops too; pixels: "
                  "converged pairs only (an unconverged trigger has no valid size, METHODS.md §5.3); "
                  "ASR and s_per_pair: held-out victim images, uncapped pairs with a result; capped_*: the pairs "
@@ -219,7 +229,7 @@ def robustness(data: RunData) -> Table:
                      **dict(zip(names, vals)), "avg": float(np.mean(vals)) if len(ok) else math.nan})
     ref = pd.DataFrame([{"target": t, "method": m, **dict(zip(paper.ROBUST_ORDER, v)), "avg": avg}
                         for (t, m), (v, avg) in paper.TABLE5.items()])
-    notes = job_notes(data.df, data, ["ours", "nc", "nc_prune"])
+    notes = job_notes(data.df, data, list(paper.TABLE5_METHODS))
     if "augmented" not in set(data.df["variant"]):
         notes.append("the paper's Table 5 uses augmented generation; this run has no 'augmented' variant")
     notes += [f"paper means: {', '.join(f'{k} {v}' for k, v in paper.TABLE5_MEANS.items())}", paper.TABLE5_NOTE,
@@ -232,17 +242,17 @@ def ablation(data: RunData) -> Table:
     """Table 6 analogue: ours and its four ablations, mean ± std of size and ASR over pairs."""
     rows = []
     for (model, variant), g in data.df.groupby(["model_id", "variant"], sort=True):
-        for method in ABLATIONS:
+        for method in ablations():
             gm = g[g["method"] == method]
             if gm.empty:
                 continue
             ok = _ok(gm)
             size, a = summarise_sizes(ok["trigger_size"]), summarise_sizes(100 * ok["asr"])
-            rows.append({"model": model, "variant": variant, "method": method, "pairs": _count(gm, data, model),
+            rows.append({"model": model, "variant": variant, "method": display(method), "pairs": _count(gm, data, model),
                          "converged": size["n"], "pixels": _pm(size), "asr_pct": _pm(a)})
     ref = pd.DataFrame([{"method": m, "pixels": f"{s:.2f} ± {sd:.2f}", "asr_pct": f"{a:.2f} ± {ad:.2f}"}
                         for m, (s, sd, a, ad) in paper.TABLE6.items()])
-    notes = job_notes(data.df, data, ABLATIONS)
+    notes = job_notes(data.df, data, ablations())
     notes.append("mean ± population std over this run's pairs (the paper: 10 runs of one pair); "
                  "pixels over converged pairs only")
     return Table("table6_ablation", "Table 6 (ablation: ours and its four ablations)", pd.DataFrame(rows), ref,
@@ -288,7 +298,7 @@ def aligned_ok(data: RunData) -> pd.DataFrame:
     if not len(cap):
         return ok
     keys = set(map(tuple, cap[PAIR_KEY].itertuples(index=False, name=None)))
-    ref_keys = {(m, v, t, vi, ta) for m, me, v, vi, ta in keys if me == "ours"}
+    ref_keys = {(m, v, vi, ta) for m, me, v, vi, ta in keys if me == paper.OURS}
     mask = [(k not in keys) and ((k[0], k[2], k[3], k[4]) not in ref_keys)
             for k in ok[PAIR_KEY].itertuples(index=False, name=None)]
     return ok[mask]
@@ -325,7 +335,7 @@ def _align_notes(data: RunData) -> list[str]:
     assert data.align is not None
     notes = []
     usable = aligned_ok(data)
-    for (model, method, variant), g in data.df[data.df["method"] != "ours"].groupby(JOB, sort=True):
+    for (model, method, variant), _ in data.df[data.df["method"] != paper.OURS].groupby(JOB, sort=True):
         have = usable[(usable.model_id == model) & (usable.method == method) & (usable.variant == variant)]
         n = len(data.expected.get(model, []))
         if len(have) < n:
@@ -359,7 +369,7 @@ def pair_table(data: RunData) -> Table:
         notes.append("not applicable: this run scans all pairs (the paper's Table 9 lists "
                      "sampled pairs of a large model; use pairs.mode sample or list)")
     return Table("table9_pairs", "Table 9 (large-model sampled pairs, ImageNet-style)", pd.DataFrame(rows), ref,
-                 paper.SOURCE + " (ImageNet ResNet50)", notes + job_notes(data.df, data, ["uap", "nc", "ours"]))
+                 paper.SOURCE + " (ImageNet ResNet50)", notes + job_notes(data.df, data, list(paper.TABLE9_METHODS)))
 
 
 def _name(names: list[str], i: int) -> str:
@@ -402,7 +412,7 @@ def speed_figures(data: RunData) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     pairs = _ok(data.df)
     for (model, variant), g in pairs.groupby(["model_id", "variant"], sort=True):
-        jobs = {m: gm for m, gm in g.groupby("method") if m in ("ours", "cw")}
+        jobs = {m: gm for m, gm in g.groupby("method") if m in paper.FIG8_METHODS}
         if len(jobs) < 2:
             continue
         end = max(float(max((t[-1] for t in gm["trace_t"] if len(t)), default=0.0)) for gm in jobs.values())
@@ -459,7 +469,7 @@ def load(output: str, run_id: str, log_fn: Log = print, align: bool = False, tru
     from farm.align import read_align
     from farm.config import PairsSpec
     from farm.grid import select_pairs
-    from farm.runner import RunError
+    from farm.errors import RunError
     from farm.schema import parse
     from farm.store import RunStore
 
@@ -556,7 +566,7 @@ def regenerate(run_id: str, output: str = "results", out_dir: str | None = None,
 
     ``align``/``trust_code``/``allow_stored_uri`` are the only ways a results folder can make
     this load models or send data elsewhere (``--align``, ``--trust-code``, ``--allow-tracking-uri``)."""
-    from farm.runner import RunError
+    from farm.errors import RunError
     from farm.store import RunStore
 
     bad = [f for f in formats if f not in FORMATS]

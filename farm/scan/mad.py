@@ -34,7 +34,7 @@ def mad_scan(model: torch.nn.Module, ds: Dataset, core: EpochMethod, attack_size
              seed: int = 0, model_id: str = "model") -> MadResult:
     t0 = time.perf_counter()
     arms = [Arm(None, t) for t in range(ds.num_classes)]
-    outcomes = core.invert(model, arm_batch(ds, arms, attack_size, seed, model_id, core.name))
+    outcomes = core(model, arm_batch(ds, arms, attack_size, seed, model_id, core.name))
     sizes = [arm_size(o) for o in outcomes]
     sizes = [math.nan if math.isinf(s) else s for s in sizes]
     index, flagged = anomaly_index(sizes)

@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 import torch
 
 from farm.data import load_dataset
-from farm.methods import METHODS
+from farm.methods import create_method
+from farm.methods.base import EpochMethod
 from farm.models.zoo import ensure_model
 from farm.scan.config import ScanConfig, ScannerSpec
 from farm.scan.karm import scan_model
@@ -61,7 +62,8 @@ def scan_one(cfg: ScanConfig, spec: Any, scanners: list[ScannerSpec]) -> list[st
              "clean_acc": entry.meta["clean_acc"], "asr": entry.meta.get("asr")}
     written = []
     for sc in scanners:
-        core = METHODS[sc.core](METHODS[sc.core].params_from(sc.params))
+        core = create_method(sc.core, sc.params)
+        assert isinstance(core, EpochMethod), sc.core  # ScannerSpec.core names epoch-loop methods only
         base = {**truth, "scanner": sc.name, "kind": sc.kind, "core": sc.core}
         if sc.kind == "karm":
             r = scan_model(model, ds, core, cfg.karm, cfg.seed, spec.id)
