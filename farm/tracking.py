@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import quote, unquote
 
-import pandas as pd
 
 from farm.config import Config
 from farm.store import RunStore, filesystem
@@ -216,64 +214,3 @@ def paper_tables_uri(output: str, run_id: str, explicit: str | None = None, allo
         base = Path(root) if fs.type_name == "local" else Path(".")
         uri = f"sqlite:///{(base / 'mlflow.db').resolve()}"
     return uri, experiment
-
-
-def log_paper_tables(run_id: str, output: str, folder: Path, frames: dict[str, pd.DataFrame],
-                     explicit_uri: str | None = None, allow_stored_uri: bool = False, log_fn: Any = print) -> str:
-    """Log ``farm tables`` output on the run's parent MLflow run (found by its run-id tag in any
-    experiment). A tracking store that has never seen the run (a copied results folder, another
-    server, a run whose tracking failed) first gets the whole run logged from its Parquet rows
-    (:func:`farm.mlflow_run.log_run`), so the tables sit next to its jobs, metrics and heat maps.
-    Returns the tracking URI."""
-    from mlflow import MlflowClient
-
-    uri, experiment_name = paper_tables_uri(output, run_id, explicit_uri, allow_stored_uri, log_fn)
-    found = _parents(uri, run_id)
-    if not found:
-        _log_stored_run(output, run_id, uri, log_fn)
-        found = _parents(uri, run_id)
-    with sqlite_lock(uri):
-        client = MlflowClient(tracking_uri=uri)
-        parent = found[0].info.run_id if found else client.create_run(
-            experiment_id(client, uri, experiment_name), run_name=run_id, tags={TAG_RUN: run_id}).info.run_id
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, frame in frames.items():
-                (Path(tmp) / f"{name}.json").write_text(frame.reset_index(drop=True).to_json(orient="split",
-                                                                                            index=False))
-            log_artifacts(client, uri, parent, folder, "paper_tables")
-            log_artifacts(client, uri, parent, tmp, "paper_tables")
-        if not found:
-            client.set_terminated(parent)
-        return uri
-
-
-def _parents(uri: str, run_id: str) -> list[Any]:
-    """Parent runs of farm run ``run_id`` in any experiment of the store."""
-    from mlflow import MlflowClient
-
-    with sqlite_lock(uri):
-        client = MlflowClient(tracking_uri=uri)
-        ids = [e.experiment_id for e in client.search_experiments()]
-        return [r for r in client.search_runs(ids, filter_string=f"tags.`{TAG_RUN}` = '{run_id}'")
-                if "mlflow.parentRunId" not in r.data.tags]
-
-
-def _log_stored_run(output: str, run_id: str, uri: str, log_fn: Any) -> None:
-    """The run's jobs, metrics and heat maps from its Parquet rows, when its stored config
-    still validates (a `farm scan` run, or one from an incompatible farm, gets the tables only)."""
-    import yaml
-
-    from farm.config import ConfigError, config_from_dict
-    from farm.mlflow_run import log_run
-
-    store = RunStore(output, run_id)
-    models = store.manifest().get("models")
-    if not models:
-        return
-    try:
-        cfg = config_from_dict(yaml.safe_load(store.config_yaml()), [f"run.output={output}"])
-    except ConfigError as exc:
-        log_fn(f"tables: not logging {run_id}'s jobs to MLflow, its config.yaml does not validate here ({exc})")
-        return
-    log_run(cfg, store, {m: int(v["num_classes"]) for m, v in models.items()},
-            {m: v.get("class_names") or [] for m, v in models.items()}, log_fn=log_fn, uri=uri)

@@ -147,7 +147,7 @@ def _run_folder(out: Path, run_id: str, status: str, stored: int, total: int) ->
     """A run folder as `farm run` leaves it: config, manifest and ``stored`` pair rows."""
     from farm.grid import Job, Pair, Shard
     from farm.store import RunStore
-    from farm.worker import failed_rows
+    from farm.rows import ShardAttempt, failed_rows
 
     store = RunStore(str(out), run_id)
     manifest = {"run_id": run_id, "status": status, "created": "2026-11-26T10:00:00",
@@ -157,7 +157,7 @@ def _run_folder(out: Path, run_id: str, status: str, stored: int, total: int) ->
     pairs = tuple(Pair(0, t) for t in range(1, stored + 1))
     info = {"dataset": "syn", "arch": "small_cnn", "model_kind": "clean", "attack": "none", "gt_victim": None,
             "gt_target": None}
-    rows = failed_rows(Shard(job, 0, pairs, 0, "s0"), info, "{}", run_id, "h", 1, "test", (3, 8, 8))
+    rows = failed_rows(ShardAttempt(Shard(job, pairs, 0, "s0"), info, run_id, "h", 1), (3, 8, 8), "test")
     store.write_shard("m", "ours", "plain", "s0", [r | {"status": "ok"} for r in rows])
 
 

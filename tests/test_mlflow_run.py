@@ -58,7 +58,8 @@ def _runs(client):
 def test_runs_live_resume_idempotent_and_a_copy_keeps_its_artifacts(computed, tmp_path):
     from mlflow import MlflowClient
 
-    from farm.tracking import local_artifact_root, log_paper_tables
+    from farm.mlflow_run import log_paper_tables
+    from farm.tracking import local_artifact_root
 
     cfg, model, rows = computed
     pairs = [(r["victim"], r["target"]) for r in rows]

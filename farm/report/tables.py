@@ -588,7 +588,7 @@ def regenerate(run_id: str, output: str = "results", out_dir: str | None = None,
     figs = figures(data)
     write(tables, figs, folder, list(formats))
     if log_mlflow:
-        from farm.tracking import log_paper_tables
+        from farm.mlflow_run import log_paper_tables
 
         uri = log_paper_tables(run_id, output, folder, {t.name: t.frame for t in tables}, tracking_uri,
                                allow_stored_uri, log_fn)

@@ -24,7 +24,7 @@ def write_scan_tables(store: RunStore, out_dir: str | None = None, log_mlflow: b
         frame.to_csv(folder / f"{name}.csv", index=False)
         (folder / f"{name}.md").write_text(frame.to_markdown(index=False, floatfmt=".3f") + "\n")
     if log_mlflow:
-        from farm.tracking import log_paper_tables
+        from farm.mlflow_run import log_paper_tables
 
         log_paper_tables(store.run_id, store.root, folder, frames)
     return folder
