@@ -5,16 +5,18 @@ rotated by a random angle in [-1, +1] degrees and then randomly resized-cropped 
 (0.99, 1.0) (torchvision's RandomResizedCrop defaults otherwise), one draw per mini-batch per
 pair from the pair's own generator. [PB] transforms the *normalised* batch with fill 0; our
 models normalise inside, so we transform in pixel space and fill with the dataset mean, which
-is the same image after normalisation.
+is the same image after normalisation. The draws are per pair (Python, from each pair's
+generator); the transform itself runs for all pairs at once (:func:`transform`).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torchvision.transforms.v2.functional as TF
+import torch.nn.functional as F
 
 from farm.methods.base import Augment
 
@@ -71,12 +73,71 @@ def draw(g: torch.Generator, h: int, w: int, params: AugmentParams = AugmentPara
     return AugmentDraw(angle, *crop_params(g, h, w, params.scale, params.ratio))
 
 
-def apply(x: torch.Tensor, d: AugmentDraw, fill: list[float]) -> torch.Tensor:
-    """Rotate (nearest, torchvision's default; uncovered pixels = ``fill``), then crop and
-    resize back bilinearly; x: B×C×H×W, differentiable in x."""
+def _rotation_grid(angles: Sequence[float], h: int, w: int, dtype: torch.dtype,
+                   device: torch.device) -> torch.Tensor:
+    """P×H×W×2 sampling grid (grid_sample's normalised coordinates) of each pair's rotation
+    about the image centre: torchvision's ``rotate_image`` grid (inverse matrix of a rotation
+    by -(angle mod 360), pixel centres at half-integer offsets), one per pair."""
+    rad = torch.tensor([math.radians(-(a % 360)) for a in angles], dtype=torch.float64)
+    cos, sin = rad.cos().to(device, dtype).view(-1, 1, 1), rad.sin().to(device, dtype).view(-1, 1, 1)
+    xs = torch.linspace((1 - w) * 0.5, (w - 1) * 0.5, w, dtype=dtype, device=device).view(1, 1, w)
+    ys = torch.linspace((1 - h) * 0.5, (h - 1) * 0.5, h, dtype=dtype, device=device).view(1, h, 1)
+    gx = (cos * xs + sin * ys) / (0.5 * w)
+    gy = (cos * ys - sin * xs) / (0.5 * h)
+    return torch.stack((gx, gy), dim=-1)
+
+
+def _rotate(x: torch.Tensor, angles: Sequence[float], fill: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour rotation of each pair's images by its own angle in ONE grid_sample
+    (the pair's B·C planes share its grid); uncovered pixels become ``fill`` (C values)."""
+    p, b, c, h, w = x.shape
+    planes = torch.cat((x.reshape(p, b * c, h, w), torch.ones_like(x[:, 0, :1])), dim=1)  # + coverage mask
+    out = F.grid_sample(planes, _rotation_grid(angles, h, w, x.dtype, x.device), mode="nearest",
+                        padding_mode="zeros", align_corners=False)
+    covered = out[:, -1:].unsqueeze(1) >= 0.5  # P×1×1×H×W
+    return torch.where(covered, out[:, :-1].view(p, b, c, h, w), fill.view(1, 1, c, 1, 1))
+
+
+@functools.lru_cache(maxsize=None)
+def _resize_weights(size_in: int, size_out: int) -> torch.Tensor:
+    """size_out×size_in weights of torch's bilinear antialiased resize (what TF.resize calls),
+    read off by resizing one-hot rows, so they are torch's own weights, float64. (Rows, not
+    columns: this torch's antialiased kernel ignores the height of a one-pixel-wide image.)"""
+    onehots = torch.eye(size_in, dtype=torch.float64).view(1, size_in, 1, size_in)
+    return F.interpolate(onehots, size=(1, size_out), mode="bilinear", align_corners=False,
+                         antialias=True)[0, :, 0, :].T
+
+
+@functools.lru_cache(maxsize=None)
+def _crop_resize_matrix(start: int, length: int, size: int) -> torch.Tensor:
+    """size×size matrix that keeps [start, start+length) of an axis and resizes it to size."""
+    m = torch.zeros(size, size, dtype=torch.float64)
+    m[:, start:start + length] = _resize_weights(length, size)
+    return m
+
+
+def _resized_crop(x: torch.Tensor, draws: Sequence[AugmentDraw]) -> torch.Tensor:
+    """Each pair's crop box resized back to H×W (bilinear, antialiased) as two batched matrix
+    products, rows then columns: out_p = Y_p · x_p · X_pᵀ. Crop boxes differ in size per pair,
+    so slicing cannot be batched; a matrix per pair can."""
     h, w = x.shape[-2:]
-    x = TF.rotate(x, d.angle, interpolation=TF.InterpolationMode.NEAREST, fill=fill)
-    return TF.resized_crop(x, d.top, d.left, d.height, d.width, [h, w], antialias=True)
+    rows = torch.stack([_crop_resize_matrix(d.top, d.height, h) for d in draws]).to(x.device, x.dtype)
+    cols = torch.stack([_crop_resize_matrix(d.left, d.width, w) for d in draws]).to(x.device, x.dtype)
+    return rows[:, None, None] @ x @ cols.transpose(1, 2)[:, None, None]
+
+
+def transform(x: torch.Tensor, draws: Sequence[AugmentDraw], fill: Sequence[float]) -> torch.Tensor:
+    """Rotate (nearest, torchvision's default; uncovered pixels = ``fill``), then crop and
+    resize back bilinearly, pair p of x (P×B×C×H×W) with ``draws[p]``; differentiable in x.
+
+    Equal (up to float rounding) to ``TF.rotate`` then ``TF.resized_crop`` per pair, computed
+    for all pairs in a few tensor ops; in the images' dtype whatever the autocast precision.
+    """
+    if x.shape[0] != len(draws):
+        raise ValueError(f"augment: {x.shape[0]} pairs of images but {len(draws)} draws")
+    with torch.autocast(x.device.type, enabled=False):
+        fill_t = torch.tensor(list(fill), dtype=x.dtype, device=x.device)
+        return _resized_crop(_rotate(x, [d.angle for d in draws], fill_t), draws)
 
 
 def make_augment(mean: Sequence[float], params: AugmentParams = AugmentParams()) -> Augment:
@@ -85,7 +146,7 @@ def make_augment(mean: Sequence[float], params: AugmentParams = AugmentParams())
 
     def augment(x: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
         h, w = x.shape[-2:]
-        # xi: B×C×H×W, one draw per pair and mini-batch from the pair's own generator
-        return torch.stack([apply(xi, draw(g, h, w, params), fill) for xi, g in zip(x, generators)])
+        # x: P×B×C×H×W; one draw per pair and mini-batch from the pair's own generator
+        return transform(x, [draw(g, h, w, params) for g in generators], fill)
 
     return augment
