@@ -10,7 +10,6 @@ generator); the transform itself runs for all pairs at once (:func:`transform`).
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -73,65 +72,91 @@ def draw(g: torch.Generator, h: int, w: int, params: AugmentParams = AugmentPara
     return AugmentDraw(angle, *crop_params(g, h, w, params.scale, params.ratio))
 
 
-def _rotation_grid(angles: Sequence[float], h: int, w: int, dtype: torch.dtype,
-                   device: torch.device) -> torch.Tensor:
-    """P×H×W×2 sampling grid (grid_sample's normalised coordinates) of each pair's rotation
-    about the image centre: torchvision's ``rotate_image`` grid (inverse matrix of a rotation
-    by -(angle mod 360), pixel centres at half-integer offsets), one per pair."""
-    rad = torch.tensor([math.radians(-(a % 360)) for a in angles], dtype=torch.float64)
-    cos, sin = rad.cos().to(device, dtype).view(-1, 1, 1), rad.sin().to(device, dtype).view(-1, 1, 1)
-    xs = torch.linspace((1 - w) * 0.5, (w - 1) * 0.5, w, dtype=dtype, device=device).view(1, 1, w)
-    ys = torch.linspace((1 - h) * 0.5, (h - 1) * 0.5, h, dtype=dtype, device=device).view(1, h, 1)
-    gx = (cos * xs + sin * ys) / (0.5 * w)
-    gy = (cos * ys - sin * xs) / (0.5 * h)
-    return torch.stack((gx, gy), dim=-1)
+def _rotation_grid(angles: Sequence[float], h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
+    """P×H×W×2 sampling grid (grid_sample's normalised coordinates) of each pair's rotation about
+    the image centre, computed as torchvision's ``rotate_image`` computes its one grid (inverse
+    rotation by -(angle mod 360), pixel centres at half-integer offsets), for all pairs at once."""
+    theta = []
+    for a in angles:
+        rad = math.radians(-(a % 360))
+        cos, sin = math.cos(rad), math.sin(rad)
+        theta.append([[cos, sin, 0.0], [-sin, cos, 0.0]])
+    base = torch.empty(1, h, w, 3, dtype=dtype)
+    base[..., 0].copy_(torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w))
+    base[..., 1].copy_(torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h).unsqueeze(-1))
+    base[..., 2].fill_(1)
+    scaled = torch.tensor(theta, dtype=dtype).transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h], dtype=dtype)
+    return base.view(1, h * w, 3).expand(len(angles), h * w, 3).bmm(scaled).view(-1, h, w, 2)
+
+
+def _rotation(angles: Sequence[float], h: int, w: int,
+              dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(grid, outside) of the pairs' rotations, on the CPU: the P×H×W×2 grid and which output
+    pixels have no source pixel (P×H×W); None when every rotation is the identity (always the
+    case for +-1 degree on 32x32 images: no pixel centre crosses a border). Found by rotating an
+    image of pixel indices with torchvision's grid and kernel: 2 planes per pair, not B·C."""
+    p = len(angles)
+    grid = _rotation_grid(angles, h, w, dtype)
+    index = torch.arange(h * w, dtype=dtype).view(1, 1, h, w).expand(p, 1, h, w)
+    out = F.grid_sample(torch.cat((index, torch.ones_like(index)), dim=1), grid, mode="nearest",
+                        padding_mode="zeros", align_corners=False)
+    outside = out[:, 1] < 0.5
+    if not bool(outside.any()) and torch.equal(out[:, 0], index[:, 0]):
+        return None
+    return grid, outside
 
 
 def _rotate(x: torch.Tensor, angles: Sequence[float], fill: torch.Tensor) -> torch.Tensor:
-    """Nearest-neighbour rotation of each pair's images by its own angle in ONE grid_sample
-    (the pair's B·C planes share its grid); uncovered pixels become ``fill`` (C values)."""
+    """Nearest-neighbour rotation of each pair's images by its own angle in one grid_sample
+    (a pair's B·C planes share its grid); uncovered pixels become ``fill`` (C values)."""
     p, b, c, h, w = x.shape
-    planes = torch.cat((x.reshape(p, b * c, h, w), torch.ones_like(x[:, 0, :1])), dim=1)  # + coverage mask
-    out = F.grid_sample(planes, _rotation_grid(angles, h, w, x.dtype, x.device), mode="nearest",
-                        padding_mode="zeros", align_corners=False)
-    covered = out[:, -1:].unsqueeze(1) >= 0.5  # P×1×1×H×W
-    return torch.where(covered, out[:, :-1].view(p, b, c, h, w), fill.view(1, 1, c, 1, 1))
+    rotation = _rotation(angles, h, w, x.dtype)
+    if rotation is None:
+        return x
+    grid, outside = (t.to(x.device) for t in rotation)
+    out = F.grid_sample(x.reshape(p, b * c, h, w), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    # zero padding leaves exactly 0 where a pixel has no source: adding the fill there is exact
+    return out.view(p, b, c, h, w) + outside.view(p, 1, 1, h, w) * fill.view(1, 1, c, 1, 1)
 
 
-@functools.lru_cache(maxsize=None)
-def _resize_weights(size_in: int, size_out: int) -> torch.Tensor:
-    """size_out×size_in weights of torch's bilinear antialiased resize (what TF.resize calls),
-    read off by resizing one-hot rows, so they are torch's own weights, float64. (Rows, not
-    columns: this torch's antialiased kernel ignores the height of a one-pixel-wide image.)"""
-    onehots = torch.eye(size_in, dtype=torch.float64).view(1, size_in, 1, size_in)
-    return F.interpolate(onehots, size=(1, size_out), mode="bilinear", align_corners=False,
-                         antialias=True)[0, :, 0, :].T
-
-
-@functools.lru_cache(maxsize=None)
-def _crop_resize_matrix(start: int, length: int, size: int) -> torch.Tensor:
-    """size×size matrix that keeps [start, start+length) of an axis and resizes it to size."""
-    m = torch.zeros(size, size, dtype=torch.float64)
-    m[:, start:start + length] = _resize_weights(length, size)
-    return m
+def _crop_axis(starts: list[int], lengths: list[int], size: int, dtype: torch.dtype) -> torch.Tensor:
+    """P×size grid coordinates along one axis: output pixel i reads crop coordinate
+    (i + 0.5) * length / size - 0.5 clamped to the crop, as torch's bilinear resize does (its
+    antialiased weights are exactly these when enlarging, and crops never exceed the image)."""
+    start = torch.tensor(starts, dtype=dtype).view(-1, 1)
+    length = torch.tensor(lengths, dtype=dtype).view(-1, 1)
+    i = torch.arange(size, dtype=dtype)
+    u = torch.minimum(((i + 0.5) * (length / size) - 0.5).clamp(min=0), length - 1) + start
+    return (2 * u + 1) / size - 1
 
 
 def _resized_crop(x: torch.Tensor, draws: Sequence[AugmentDraw]) -> torch.Tensor:
-    """Each pair's crop box resized back to H×W (bilinear, antialiased) as two batched matrix
-    products, rows then columns: out_p = Y_p · x_p · X_pᵀ. Crop boxes differ in size per pair,
-    so slicing cannot be batched; a matrix per pair can."""
-    h, w = x.shape[-2:]
-    rows = torch.stack([_crop_resize_matrix(d.top, d.height, h) for d in draws]).to(x.device, x.dtype)
-    cols = torch.stack([_crop_resize_matrix(d.left, d.width, w) for d in draws]).to(x.device, x.dtype)
-    return rows[:, None, None] @ x @ cols.transpose(1, 2)[:, None, None]
+    """Each pair's crop box resized back to H×W (bilinear) in one grid_sample whose grid maps
+    each pair's output pixels into its own box. Pairs whose box is the whole image (most of them
+    on small images) are left as they are, as torchvision's resize does."""
+    p, b, c, h, w = x.shape
+    cropped = [i for i, d in enumerate(draws) if (d.height, d.width) != (h, w)]
+    if not cropped:
+        return x
+    sel = [draws[i] for i in cropped]
+    gx = _crop_axis([d.left for d in sel], [d.width for d in sel], w, x.dtype)
+    gy = _crop_axis([d.top for d in sel], [d.height for d in sel], h, x.dtype)
+    grid = torch.stack((gx[:, None, :].expand(-1, h, -1), gy[:, :, None].expand(-1, -1, w)), dim=-1)
+    index = torch.tensor(cropped, device=x.device)
+    k = len(cropped)
+    y = F.grid_sample(x[index].reshape(k, b * c, h, w), grid.to(x.device), mode="bilinear",
+                      padding_mode="border", align_corners=False)
+    return x.index_copy(0, index, y.view(k, b, c, h, w))
 
 
 def transform(x: torch.Tensor, draws: Sequence[AugmentDraw], fill: Sequence[float]) -> torch.Tensor:
     """Rotate (nearest, torchvision's default; uncovered pixels = ``fill``), then crop and
     resize back bilinearly, pair p of x (P×B×C×H×W) with ``draws[p]``; differentiable in x.
 
-    Equal (up to float rounding) to ``TF.rotate`` then ``TF.resized_crop`` per pair, computed
-    for all pairs in a few tensor ops; in the images' dtype whatever the autocast precision.
+    Equal to ``TF.rotate`` then ``TF.resized_crop`` per pair (the same pixels chosen by the
+    rotation; the resize's weights up to the rounding of its coordinates: ~1e-16 in float64,
+    ~1e-5 at 224 px in float32), computed for all pairs in two grid_samples, in the images'
+    dtype whatever the autocast precision.
     """
     if x.shape[0] != len(draws):
         raise ValueError(f"augment: {x.shape[0]} pairs of images but {len(draws)} draws")
