@@ -47,16 +47,18 @@ def per_pair_augment(fill: list[float]) -> Augment:
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
-def transform_only(p: int, hw: int, rounds: int, reps: int) -> tuple[float, float, float]:
+def transform_only(p: int, hw: int, rounds: int, reps: int, device: str) -> tuple[float, float, float]:
     """(before s, after s, max |difference|) per forward + backward of the transform (the
     gradient w.r.t. its input for a random upstream gradient, as in the loop), averaged over
     ``reps`` fresh sets of draws (on small images most draws leave an image unchanged)."""
     g = torch.Generator().manual_seed(p)
-    x = torch.rand(p, 32, 3, hw, hw, generator=g).requires_grad_()
-    upstream = torch.rand(x.shape, generator=g)
+    x = torch.rand(p, 32, 3, hw, hw, generator=g).to(device).requires_grad_()
+    upstream = torch.rand(x.shape, generator=g).to(device)
     draw_sets = [[draw(g, hw, hw) for _ in range(p)] for _ in range(reps)]
     with torch.no_grad():
         diff = max(float((per_pair(x, d, MEAN) - transform(x, d, MEAN)).abs().max()) for d in draw_sets)
@@ -74,12 +76,12 @@ def transform_only(p: int, hw: int, rounds: int, reps: int) -> tuple[float, floa
     return statistics.median(times["before"]), statistics.median(times["after"]), diff
 
 
-def inversion(arch: str, p: int, epochs: int, rounds: int) -> tuple[float, float, float]:
+def inversion(arch: str, p: int, epochs: int, rounds: int, device: str) -> tuple[float, float, float]:
     """(before s, after s, max |trigger difference|) of ours with augmentation on P pairs."""
-    net = build_net(arch, 10, (3, 32, 32)).eval().requires_grad_(False)
+    net = build_net(arch, 10, (3, 32, 32)).to(device).eval().requires_grad_(False)
     g = torch.Generator().manual_seed(0)
-    batch = PairBatch(list(range(p)), [(i + 1) % 10 for i in range(p)], torch.rand(p, 50, 3, 32, 32, generator=g),
-                      list(range(p)), batch_size=32)
+    images = torch.rand(p, 50, 3, 32, 32, generator=g).to(device)
+    batch = PairBatch(list(range(p)), [(i + 1) % 10 for i in range(p)], images, list(range(p)), batch_size=32)
     cls = METHODS["ours"]
     outs: dict[str, list] = {}
     times: dict[str, list[float]] = {"before": [], "after": []}
@@ -98,9 +100,11 @@ def main() -> None:
     ap.add_argument("--archs", default="small_cnn,resnet20", help="networks for the inversion timing")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--reps", type=int, default=10, help="transform calls (sets of draws) per timing")
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device {args.device}"
+          + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
     print("| what | P | before (per pair) | after (batched) | speed-up | max abs difference |")
     print("| --- | --- | --- | --- | --- | --- |")
     for hw in (int(s) for s in args.hw.split(",")):
@@ -108,12 +112,12 @@ def main() -> None:
             if hw * hw * p > 224 * 224 * 10:
                 continue  # keep the 224-px case to P <= 10 (memory and minutes)
             reps = args.reps if hw <= 64 else 1
-            before, after, diff = transform_only(p, hw, args.rounds, reps)
+            before, after, diff = transform_only(p, hw, args.rounds, reps, args.device)
             print(f"| transform fwd+bwd, 32 images {hw}x{hw} per pair | {p} | {before * 1e3:.2f} ms | "
                   f"{after * 1e3:.2f} ms | {before / after:.2f}x | {diff:.1e} |", flush=True)
     for arch in args.archs.split(","):
         for p in (int(s) for s in args.pairs.split(",")):
-            before, after, diff = inversion(arch, p, args.epochs, args.rounds)
+            before, after, diff = inversion(arch, p, args.epochs, args.rounds, args.device)
             print(f"| ours + augmentation, {arch}, {args.epochs} epochs | {p} | {before:.2f} s | {after:.2f} s | "
                   f"{before / after:.2f}x | {diff:.1e} |", flush=True)
 
