@@ -77,19 +77,26 @@ def transform_only(p: int, hw: int, rounds: int, reps: int, device: str) -> tupl
 
 
 def inversion(arch: str, p: int, epochs: int, rounds: int, device: str) -> tuple[float, float, float]:
-    """(before s, after s, max |trigger difference|) of ours with augmentation on P pairs."""
+    """(before s, after s, max |trigger difference|) of ours with augmentation on P pairs.
+
+    Timed in float32; the difference is taken on a float64 run of the first (up to) 4 pairs,
+    because in float32 a last-bit difference of the resize can move a trigger entry across the
+    1/255 threshold, after which the two optimisations drift apart like any two float32 runs."""
     net = build_net(arch, 10, (3, 32, 32)).to(device).eval().requires_grad_(False)
     g = torch.Generator().manual_seed(0)
     images = torch.rand(p, 50, 3, 32, 32, generator=g).to(device)
     batch = PairBatch(list(range(p)), [(i + 1) % 10 for i in range(p)], images, list(range(p)), batch_size=32)
     cls = METHODS["ours"]
-    outs: dict[str, list] = {}
+    augments = (("before", per_pair_augment(MEAN)), ("after", make_augment(MEAN)))
     times: dict[str, list[float]] = {"before": [], "after": []}
     for _ in range(rounds):
-        for name, aug in (("before", per_pair_augment(MEAN)), ("after", make_augment(MEAN))):
+        for name, aug in augments:
             method = cls(cls.Params(epochs=epochs), augment=aug)
-            times[name].append(timed(lambda: outs.__setitem__(name, method.invert(net, batch))))
-    diff = max(float((a.trigger.array - b.trigger.array).abs().max()) for a, b in zip(outs["before"], outs["after"]))
+            times[name].append(timed(lambda: method.invert(net, batch)))
+    few = batch.subset(list(range(min(p, 4))))
+    few.images = few.images.double()
+    outs = [cls(cls.Params(epochs=epochs), augment=aug).invert(net.double(), few) for _, aug in augments]
+    diff = max(float((a.trigger.array - b.trigger.array).abs().max()) for a, b in zip(*outs))
     return statistics.median(times["before"]), statistics.median(times["after"]), diff
 
 
@@ -105,7 +112,7 @@ def main() -> None:
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device {args.device}"
           + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
-    print("| what | P | before (per pair) | after (batched) | speed-up | max abs difference |")
+    print("| what | P | before (per pair) | after (batched) | speed-up | max abs difference (inversion: float64) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for hw in (int(s) for s in args.hw.split(",")):
         for p in (int(s) for s in args.pairs.split(",")):
