@@ -72,7 +72,7 @@ def transform_only(p: int, hw: int, rounds: int, reps: int, device: str) -> tupl
         steps(fn)
     for _ in range(rounds):
         for name, fn in (("before", per_pair), ("after", transform)):
-            times[name].append(timed(lambda: steps(fn)) / reps)
+            times[name].append(timed(lambda fn=fn: steps(fn)) / reps)
     return statistics.median(times["before"]), statistics.median(times["after"]), diff
 
 
@@ -92,7 +92,7 @@ def inversion(arch: str, p: int, epochs: int, rounds: int, device: str) -> tuple
     for _ in range(rounds):
         for name, aug in augments:
             method = cls(cls.Params(epochs=epochs), augment=aug)
-            times[name].append(timed(lambda: method.invert(net, batch)))
+            times[name].append(timed(lambda m=method: m.invert(net, batch)))
     few = batch.subset(list(range(min(p, 4))))
     few.images = few.images.double()
     outs = [cls(cls.Params(epochs=epochs), augment=aug).invert(net.double(), few) for _, aug in augments]

@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("config")
     ap.add_argument("--set", action="append")
     ap.add_argument("--early-stop", default="10,25,50", help="comma list of E (early_stop_epochs) to compare")
+    ap.add_argument("--every", type=int, default=1, help="only every n-th pair of each model (a spread subset)")
     ap.add_argument("--csv", help="write the per-pair comparison here")
     args = ap.parse_args()
     cfg = load_config(args.config, args.set)
@@ -36,7 +37,7 @@ def main() -> None:
     base = method_spec(cfg, "ours")
     per_pair = []
     for model in prepare_models(cfg, print).values():
-        pairs = select_pairs(cfg.pairs, model.num_classes, cfg.run.seed)
+        pairs = select_pairs(cfg.pairs, model.num_classes, cfg.run.seed)[::args.every]
         runs = {}
         for e in settings:
             spec = replace(base, params={**base.params, "early_stop_epochs": e})

@@ -142,7 +142,7 @@ def _resized_crop(x: torch.Tensor, draws: Sequence[AugmentDraw]) -> torch.Tensor
     """Each pair's crop box resized back to H×W (bilinear) in one grid_sample whose grid maps
     each pair's output pixels into its own box. Pairs whose box is the whole image (most of them
     on small images) are left as they are, as torchvision's resize does."""
-    p, b, c, h, w = x.shape
+    _, b, c, h, w = x.shape
     cropped = [i for i, d in enumerate(draws) if (d.height, d.width) != (h, w)]
     if not cropped:
         return x
