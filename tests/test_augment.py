@@ -7,7 +7,7 @@ import torchvision.transforms.v2.functional as TF
 
 from conftest import TinyNet, tiny_images
 from farm.methods import METHODS, PairBatch
-from farm.methods.augment import AugmentDraw, AugmentParams, apply, draw, make_augment
+from farm.methods.augment import AugmentDraw, AugmentParams, draw, make_augment, transform
 
 MEAN = (0.3, 0.5, 0.7)
 STD = (0.2, 0.25, 0.3)
@@ -33,6 +33,37 @@ def test_parity_with_augmentation(name):
         alone = cls(cls.Params(epochs=15), augment=make_augment(MEAN)).invert(_tiny(), batch.subset([i]))[0]
         assert torch.allclose(together[i].trigger.array, alone.trigger.array, atol=1e-9), name
         assert together[i].steps == alone.steps and together[i].converged == alone.converged
+
+
+def _torchvision(x: torch.Tensor, d: AugmentDraw) -> torch.Tensor:
+    """The reference: [PB]'s transform as torchvision applies it to one pair's images."""
+    h, w = x.shape[-2:]
+    x = TF.rotate(x, d.angle, interpolation=TF.InterpolationMode.NEAREST, fill=list(MEAN))
+    return TF.resized_crop(x, d.top, d.left, d.height, d.width, [h, w], antialias=True)
+
+
+def apply(x: torch.Tensor, d: AugmentDraw, fill: list[float]) -> torch.Tensor:
+    """One draw on one pair's images B×C×H×W through the batched transform."""
+    return transform(x.unsqueeze(0), [d], fill)[0]
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (23, 29)])
+def test_batched_transform_is_torchvision_per_pair(hw):
+    """All pairs in one transform == torchvision rotate + resized_crop pair by pair (float64),
+    with draws strong enough (up to 30 degrees, crops down to 30% of the area) that the
+    rotation moves pixels and every crop is resized; gradients reach every pair's input."""
+    g = torch.Generator().manual_seed(3)
+    params = AugmentParams(max_degrees=30.0, scale=(0.3, 1.0))
+    x = torch.rand(7, 4, 3, *hw, generator=g, dtype=torch.float64, requires_grad=True)
+    draws = [draw(g, *hw, params) for _ in range(x.shape[0])]
+    assert len({(d.height, d.width) for d in draws}) == len(draws)
+    out = transform(x, draws, list(MEAN))
+    for xi, d, oi in zip(x, draws, out):
+        ref = _torchvision(xi, d)
+        assert not torch.allclose(ref, xi)
+        assert torch.allclose(oi, ref, atol=1e-12, rtol=0)
+    out.sum().backward()
+    assert (x.grad.flatten(1).abs().sum(1) > 0).all()
 
 
 class Recorder(torch.nn.Module):
@@ -71,9 +102,7 @@ def test_loss_sees_transformed_inputs(name):
         h, w = stamped.shape[-2:]
         for xi, state, oi in zip(stamped, states, out):
             d = draw(torch.Generator().set_state(state), h, w)
-            manual = TF.rotate(xi, d.angle, interpolation=TF.InterpolationMode.NEAREST, fill=list(MEAN))
-            manual = TF.resized_crop(manual, d.top, d.left, d.height, d.width, [h, w], antialias=True)
-            assert torch.allclose(oi, manual, atol=1e-12)
+            assert torch.allclose(oi, _torchvision(xi, d), atol=1e-12)
     assert changed > 0, "the model must see transformed inputs"
 
 

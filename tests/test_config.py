@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from farm.config import DEFAULT_CONFIG, ConfigError, config_from_dict, load_config
+from farm.config import DEFAULT_CONFIG, ConfigError, config_from_dict, load_config, load_raw
 from farm.methods import METHODS
 from farm.methods.nc import NCParams
 from farm.methods.pixel import PixelParams
@@ -28,6 +28,7 @@ def test_method_defaults_match_methods_md():
     assert (p.epochs, p.lr, p.betas, p.asr_threshold, p.init_cost, p.patience, p.cost_up) == \
         (1000, 0.1, (0.5, 0.9), 0.9, 1e-3, 10, 1.5)
     assert p.cost_down == pytest.approx(1.5**1.5)
+    assert p.early_stop_epochs is None  # METHODS.md §2(a): 1000 epochs, no early stop
     n = NCParams()
     assert (n.epochs, n.lr, n.betas, n.asr_threshold, n.init_cost, n.patience, n.cost_up,
             n.early_stop_threshold, n.early_stop_patience) == (1000, 0.1, (0.5, 0.9), 0.9, 1e-3, 5, 2.0, 1.0, 25)
@@ -68,6 +69,25 @@ def test_method_param_ranges_checked():
         config_from_dict(data)
     assert "methods[0].params.asr_threshold" in str(err.value)
     assert "methods[0].params.cost_up" in str(err.value)
+
+
+def test_ours_early_stop_is_validated_and_off_in_every_paper_config():
+    """The opt-in early stop of ours: >= 1 or null; no paper config may turn it on."""
+    for value, expect in ((0, "methods[0].params.early_stop_epochs: must be >= 1 or null (off), got 0"),
+                          ("soon", "methods[0].params.early_stop_epochs: expected int, got 'soon'")):
+        data = minimal()
+        data["methods"] = [{"name": "ours", "params": {"early_stop_epochs": value}}]
+        with pytest.raises(ConfigError) as err:
+            config_from_dict(data)
+        assert expect in str(err.value), str(err.value)
+    data = minimal()
+    data["methods"] = [{"name": "ours", "params": {"early_stop_epochs": 50}}]
+    assert config_from_dict(data).methods[0].params["early_stop_epochs"] == 50
+    papers = sorted((DEFAULT_CONFIG.parent / "paper").glob("*.yaml"))
+    assert len(papers) >= 4
+    for path in papers:
+        for method in load_raw(path).get("methods", []):
+            assert "early_stop_epochs" not in (method.get("params") or {}), path
 
 
 def test_path_escape_ids_rejected():

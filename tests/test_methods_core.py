@@ -155,6 +155,50 @@ def test_nc_early_stop_and_cost_warmup():
     assert all(math.isfinite(o.extra["mask_l1"]) for o in out)
 
 
+def _ours(batch: PairBatch, epochs: int, early_stop_epochs: int | None):
+    cls = METHODS["ours"]
+    params = cls.Params(epochs=epochs, early_stop_epochs=early_stop_epochs)
+    return cls(params).invert(TinyNet().double().eval().requires_grad_(False), batch)
+
+
+def test_ours_early_stop_parity_while_batch_mates_continue():
+    """Opt-in early stop of ours: a pair that stops mid-run is compacted out while its batch-mates
+    go on, and every pair's result is still the same alone or in the batch (float64)."""
+    batch = _batch()
+    together = _ours(batch, 40, early_stop_epochs=5)
+    steps = [o.steps for o in together]
+    assert min(steps) < max(steps) < 40, steps  # one stopped early while another continued
+    assert {o.stop_reason for o in together} == {"early_stop"}
+    for i in range(batch.size):
+        alone = _ours(batch.subset([i]), 40, early_stop_epochs=5)[0]
+        assert torch.allclose(together[i].trigger.array, alone.trigger.array, atol=1e-9)
+        assert (together[i].steps, together[i].stop_reason) == (alone.steps, alone.stop_reason)
+        assert together[i].attack_asr == pytest.approx(alone.attack_asr)
+
+
+def test_ours_early_stop_only_truncates_the_run():
+    """Early stop changes nothing but the number of epochs: a pair stopped after S epochs with
+    E = 5 returns what a plain run of S epochs returns, whose best was last improved at epoch
+    S - E (a run of S - E epochs gives the same trigger, one of S - E - 1 does not). Off by
+    default: every epoch runs."""
+    batch = _batch()
+    stopped = _ours(batch, 40, early_stop_epochs=5)
+    full = _ours(batch, 40, early_stop_epochs=None)
+    assert [o.steps for o in full] == [40] * batch.size
+    assert {o.stop_reason for o in full} == {"converged"}
+    for i, o in enumerate(stopped):
+        pair = batch.subset([i])
+        same = [_ours(pair, epochs, early_stop_epochs=None)[0] for epochs in (o.steps, o.steps - 5)]
+        for plain in same:
+            assert torch.equal(o.trigger.array, plain.trigger.array)
+            assert [s for _, s in plain.trace] == [s for _, s in o.trace]
+        earlier = _ours(pair, o.steps - 6, early_stop_epochs=None)[0]
+        assert len(earlier.trace) == len(o.trace) - 1
+    assert METHODS["ours"].Params().early_stop_epochs is None
+    assert METHODS["ours"].Params(early_stop_epochs=0).check() == [
+        "early_stop_epochs: must be >= 1 or null (off), got 0"]
+
+
 def test_stop_reason_rule():
     """Failure beats a cap beats an early stop; otherwise converged vs out of budget."""
     from farm.methods.base import stop_reason

@@ -262,3 +262,19 @@ def test_tables_label_methods_by_their_display_name(monkeypatch):
     monkeypatch.setattr(METHODS["nc"], "info", replace(METHODS["nc"].info, display="Neural Cleanse"))
     assert display("nc") == "Neural Cleanse"
     assert display("ours") == "ours" and display("retired_method") == "retired_method"
+
+
+def test_run_settings_notes_name_shortened_budgets_and_an_opt_in_early_stop():
+    """A table made from a run with ours' early stop on says so, as it says for short budgets."""
+    import json
+
+    from farm.methods.pixel import PixelParams
+
+    params = {"ours": {"epochs": 150, "early_stop_epochs": 50}, "nc": {"epochs": 1000}}
+    df = pd.DataFrame({"method": list(params), "params_json": [json.dumps(p) for p in params.values()]})
+    notes = T.run_settings_notes(df)
+    assert any("early stop" in n and "ours: early_stop_epochs=50" in n and "nc" not in n for n in notes), notes
+    assert any("ours: epochs=150 (1000)" in n for n in notes), notes
+    default = json.dumps({"early_stop_epochs": PixelParams().early_stop_epochs})
+    plain = pd.DataFrame({"method": ["ours"], "params_json": [default]})
+    assert not any("early stop" in n for n in T.run_settings_notes(plain))

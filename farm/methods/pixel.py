@@ -33,9 +33,15 @@ class PixelParams:
     patience: int = 10
     cost_up: float = 1.5
     cost_down: float = 1.5**1.5
+    # Opt-in, not in [PB] (METHODS.md: "no early stop"): stop a pair once its best size has not
+    # improved for this many epochs after its first success. None = run every epoch.
+    early_stop_epochs: int | None = None
 
     def check(self) -> list[str]:
-        return check_params(self)
+        out = check_params(self)
+        if self.early_stop_epochs is not None and self.early_stop_epochs < 1:
+            out.append(f"early_stop_epochs: must be >= 1 or null (off), got {self.early_stop_epochs}")
+        return out
 
 
 def smooth_step(u: torch.Tensor) -> torch.Tensor:
@@ -54,6 +60,7 @@ class PixelProblem(EpochProblem):
         prm = method.params
         self.variables_kind, self.reg_kind = method.VARIABLES, method.REGULARISER
         self.thr = prm.asr_threshold
+        self.early_stop_epochs = prm.early_stop_epochs
         shape = tuple(batch.images.shape[2:])
         if self.variables_kind == "single":
             u = self.per_pair(lambda g: torch.rand(shape, generator=g) * 2 - 1)  # U[-1, 1)
@@ -69,6 +76,7 @@ class PixelProblem(EpochProblem):
         self.cost = CostSchedule(p, prm.init_cost, prm.patience, prm.cost_up, prm.cost_down,
                                  start_at_zero=False, device=device, dtype=dtype)
         self.r_best = torch.full((p,), math.inf, dtype=dtype, device=device)
+        self.since_best = torch.zeros(p, dtype=torch.long, device=device)  # epochs without a new best
         self.n_best = torch.full((p,), math.inf, dtype=dtype, device=device)
         self.delta_best = torch.zeros((p,) + shape, dtype=dtype, device=device)
         # Parts of each pair's delta in its last forward pass: (p+, p-) for the two-variable
@@ -124,6 +132,11 @@ class PixelProblem(EpochProblem):
         self.converged |= improved
         self.mark_best(improved, n, elapsed)
         self.cost.update(asr >= self.thr, act)
+        if self.early_stop_epochs is not None:
+            self.since_best = torch.where(improved, 0, self.since_best + act.long())
+            stop = act & self.converged & (self.since_best >= self.early_stop_epochs)
+            self.early_stopped |= stop
+            self.active &= ~stop
 
     def outcomes(self) -> list[PairOutcome]:
         pos, neg = self._thresholded()

@@ -125,12 +125,12 @@ def _caps(method: str, g: pd.DataFrame) -> str:
 
 
 def run_settings_notes(df: pd.DataFrame) -> list[str]:
-    """Per method: the ASR bound its `converged` flag used, and every budget (epochs,
-    iterations, rounds) below its METHODS.md default, so shortened runs are never mistaken
-    for the paper's settings."""
+    """Per method: the ASR bound its `converged` flag used, every budget (epochs, iterations,
+    rounds) below its METHODS.md default and any opt-in early stop, so shortened runs are never
+    mistaken for the paper's settings."""
     if not len(df):
         return []
-    bounds, short = [], []
+    bounds, short, early = [], [], []
     for method, g in df.groupby("method", sort=True):
         params = _params(g)
         defaults = _flat(asdict(METHODS[method].Params())) if method in METHODS else {}
@@ -141,9 +141,14 @@ def run_settings_notes(df: pd.DataFrame) -> list[str]:
                if k.split(".")[-1] in BUDGET_KEYS and k in defaults and v < defaults[k]]
         if cut:
             short.append(f"{method}: {', '.join(cut)}")
+        on = [f"{k}={v}" for k, v in params.items() if k.split(".")[-1] == "early_stop_epochs" and v is not None]
+        if on:
+            early.append(f"{method}: {', '.join(on)}")
     notes = [f"ASR bound behind `converged` (attack set): {', '.join(bounds)}"] if bounds else []
     if short:
         notes.append("budgets below METHODS.md (its default in parentheses), not paper settings: " + "; ".join(short))
+    if early:
+        notes.append("opt-in early stop on (METHODS.md runs every epoch), not paper settings: " + "; ".join(early))
     return notes
 
 
