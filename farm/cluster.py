@@ -45,12 +45,12 @@ def connect(address: str | None, num_cpus: int | None = None, ray_auth: str = "t
     A local Ray gets token auth, metrics off and the driver tag (:mod:`farm.ray_safety`), and
     first ends the Ray processes an earlier, killed farm driver left behind."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray_safety.check_auth_env(ray_auth)  # also when this process's Ray is reused: the setting is refused either way
     if not ray.is_initialized():
         sigterm = signal.getsignal(signal.SIGTERM)
         kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
                                   "log_to_driver": True}
-        if address:
-            ray_safety.check_auth_env(ray_auth)  # the cluster decides its auth; never disable it from here
+        if address:  # the cluster decides its auth; never disable it from here
             _check_reachable(address)
             ray.init(address=address, **kwargs)
         else:

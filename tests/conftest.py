@@ -20,10 +20,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # Modules by measured duration, longest first (the rest keep their order after these): with
 # `pytest -n 2 --dist loadfile` each module runs whole on one worker, and starting the long ones
 # first keeps one worker from finishing its queue with a 5-minute module still to go.
-LONGEST_FIRST = ["test_recovery", "test_harden", "test_job_submit_cluster", "test_fashion_mnist_ci", "test_e2e",
-                 "test_tracking_server", "test_cluster_deploy", "test_resilience", "test_object_store",
-                 "test_ray_exposure", "test_scan", "test_recovery_variants", "test_real_datasets", "test_tables",
-                 "test_e2e_abs_uap_prune", "test_resume_store", "test_local", "test_cli"]
+LONGEST_FIRST = ["test_recovery", "test_job_submit_cluster", "test_fashion_mnist_ci", "test_e2e", "test_object_store",
+                 "test_tracking_server", "test_harden", "test_resilience", "test_ray_exposure", "test_cluster_deploy",
+                 "test_real_datasets", "test_scan", "test_tables", "test_resume_store", "test_local", "test_perf",
+                 "test_security_tables", "test_e2e_abs_uap_prune", "test_load", "test_recovery_variants", "test_cli"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -145,6 +145,13 @@ def local_ray():
 
 @pytest.fixture(autouse=True)
 def _isolated_tracking_env(monkeypatch):
-    """Each test starts without $MLFLOW_TRACKING_URI: mlflow.set_tracking_uri in one test
-    (or a library) writes it, and it would redirect every later run's logging."""
+    """Each test starts and ends without $MLFLOW_TRACKING_URI: ``mlflow.set_tracking_uri`` in a
+    test writes it (and MLflow's in-process default), and it would redirect every later run's
+    logging, including module fixtures, which are set up before this fixture of their first test."""
+    import sys
+
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(None)

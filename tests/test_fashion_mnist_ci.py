@@ -33,7 +33,7 @@ def test_fashion_mnist_ci_config_end_to_end(tmp_path, monkeypatch):
         ray.shutdown()
     df = result.store.read(with_triggers=False)
     jobs = sum(len(m.variants) for m in cfg.methods) * len(cfg.models)
-    assert len(df) == jobs * 20  # 20 sampled pairs per job
+    assert len(df) == jobs * cfg.pairs.sample  # the sampled pairs of every job
     assert (df["status"] == "ok").all() and set(df["stop_reason"]) <= set(STOP_REASONS)
     assert set(df["dataset"]) == {"fashion_mnist"} and set(df["trigger_shape"].map(tuple)) <= {(1, 28, 28), (2, 28, 28)}
     zoo = result.store.manifest()["models"]["cnn-badnets"]["zoo"]
