@@ -136,10 +136,19 @@ def _laptop(tmp_path: Path, cfg: dict) -> Path:
 
 
 def _submit(cluster: dict, src: Path, s3, job_id: str) -> subprocess.CompletedProcess:
+    import time
+
     runtime_env = {"working_dir": ".", "env_vars": services.s3_env(s3)}
-    return subprocess.run([RAY, "job", "submit", f"--address={cluster['dashboard']}", f"--submission-id={job_id}",
-                           f"--runtime-env-json={json.dumps(runtime_env)}", "--", "python", "jobs/benchmark.py",
-                           "job.yaml"], cwd=src, env=cluster["env"], capture_output=True, text=True, timeout=400)
+    deadline = time.time() + 120
+    while True:
+        res = subprocess.run([RAY, "job", "submit", f"--address={cluster['dashboard']}", f"--submission-id={job_id}",
+                              f"--runtime-env-json={json.dumps(runtime_env)}", "--", "python", "jobs/benchmark.py",
+                              "job.yaml"], cwd=src, env=cluster["env"], capture_output=True, text=True, timeout=400)
+        # The head's job agent registers a while after the dashboard answers (minutes on 2 busy
+        # cores); nothing was submitted then, so the same submission id is tried again.
+        if "No available agent to submit job" not in res.stdout + res.stderr or time.time() > deadline:
+            return res
+        time.sleep(2)
 
 
 def _ray_job(cluster: dict, *args: str) -> str:
