@@ -91,7 +91,13 @@ def test_benchmark_job_through_job_submission_api(tmp_path, monkeypatch):
     ray_tmp = tempfile.mkdtemp(prefix="jb", dir="/tmp")
     head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
                              "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-                             f"--dashboard-port={dash}", "--disable-usage-stats", f"--temp-dir={ray_tmp}"],
+                             f"--dashboard-port={dash}", "--disable-usage-stats", f"--temp-dir={ray_tmp}",
+                             # Ray's agents default to fixed ports (52365, ...): another Ray on the
+                             # host (a parallel test worker) holding them leaves the head without a
+                             # job agent ("No available agent to submit job").
+                             f"--dashboard-agent-listen-port={_free_port()}",
+                             f"--dashboard-agent-grpc-port={_free_port()}",
+                             f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
