@@ -7,6 +7,7 @@ from pathlib import Path
 from farm.harden.distance import distances
 from farm.harden.run import read_rows
 from farm.harden.table import PAPER_TABLE7, table7
+from farm.report.files import write_frames
 from farm.store import RunStore
 
 
@@ -16,11 +17,7 @@ def write_harden_tables(store: RunStore, out_dir: str | None = None, log_mlflow:
         raise ValueError(f"harden run {store.run_id!r} has no finished hardening yet; run `farm harden` first")
     dist = distances(store.output, store.manifest()["distance_runs"])
     frames = {"table7": table7(rows, dist), "table7_paper": PAPER_TABLE7}
-    folder = Path(out_dir or f"{store.run_dir}/tables")
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, frame in frames.items():
-        frame.to_csv(folder / f"{name}.csv", index=False)
-        (folder / f"{name}.md").write_text(frame.to_markdown(index=False, floatfmt=".2f") + "\n")
+    folder = write_frames(Path(out_dir or f"{store.run_dir}/tables"), frames, floatfmt=".2f")
     if log_mlflow:
         from farm.mlflow_run import log_paper_tables
 

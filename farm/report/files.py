@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from farm.store import StoreError
 
@@ -56,3 +57,14 @@ def write_file(folder: Path, rel: str, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return final
+
+
+def write_frames(folder: Path, frames: dict[str, Any], floatfmt: str) -> Path:
+    """Each frame as ``<name>.csv`` and ``<name>.md`` in ``folder`` (created, checked), through
+    :func:`write_file`: the scan and harden tables get the same symlink-refusing atomic writes
+    as ``farm tables``."""
+    prepare_folder(folder)
+    for name, frame in frames.items():
+        write_file(folder, f"{name}.csv", frame.to_csv(index=False).encode())
+        write_file(folder, f"{name}.md", (frame.to_markdown(index=False, floatfmt=floatfmt) + "\n").encode())
+    return folder

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from farm.scan.run import read_scan
 from farm.scan.table import PAPER_TABLE8, table8
+from farm.report.files import write_frames
 from farm.store import RunStore
 
 DECISION_COLUMNS = ["model_id", "scanner", "arch", "attack", "poisoned", "true_target", "true_victim",
@@ -18,11 +19,7 @@ def write_scan_tables(store: RunStore, out_dir: str | None = None, log_mlflow: b
         raise ValueError(f"scan run {store.run_id!r} has no finished models yet; run `farm scan` first")
     frames = {"table8": table8(models), "table8_paper": PAPER_TABLE8,
               "scan_decisions": models[DECISION_COLUMNS].sort_values(["scanner", "model_id"])}
-    folder = Path(out_dir or f"{store.run_dir}/tables")
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, frame in frames.items():
-        frame.to_csv(folder / f"{name}.csv", index=False)
-        (folder / f"{name}.md").write_text(frame.to_markdown(index=False, floatfmt=".3f") + "\n")
+    folder = write_frames(Path(out_dir or f"{store.run_dir}/tables"), frames, floatfmt=".3f")
     if log_mlflow:
         from farm.mlflow_run import log_paper_tables
 
