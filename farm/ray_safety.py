@@ -38,8 +38,7 @@ def harden_local_env(ray_auth: str) -> None:
 
     from ray._raylet import AuthenticationTokenLoader, Config
 
-    check_auth_env(ray_auth)
-    os.environ["RAY_AUTH_MODE"] = ray_auth
+    os.environ["RAY_AUTH_MODE"] = ray_auth  # farm.cluster.connect has refused a disabling environment
     if ray_auth == "token" and not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
         os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     os.environ.setdefault("RAY_enable_metrics_collection", "0")
