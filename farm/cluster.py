@@ -1,12 +1,18 @@
-"""Ray driver and actors: shards of pairs go to one actor per (model, method, variant) placement.
+"""Ray driver and actors: shards of pairs go to a bounded pool of actors, each holding one job's
+(model, method, variant) at a time.
 
 Design choices, and why:
 
 * **Bounded actor pool.** At most ``capacity`` actors exist at once (what the cluster's CPUs
-  or GPUs hold at ``cpus_per_actor`` / ``gpus_per_actor``, capped by ``max_actors``). An
-  actor serves shards of one job; when its job has no work left it is killed and its slot
-  goes to the next job. Nothing is ever left pending on resources, and the driver, which
-  holds no Ray resources, can always submit (no deadlock on small machines).
+  or GPUs hold at ``cpus_per_actor`` / ``gpus_per_actor``, capped by ``max_actors``). Nothing
+  is ever left pending on resources, and the driver, which holds no Ray resources, can always
+  submit (no deadlock on small machines).
+* **Actors outlive their job.** An actor takes the next shard of the job it holds; when that job
+  has no work left it switches to the job with the most waiting shards (loading that job's
+  model and method, a fraction of a second) instead of being killed and replaced: a fresh actor
+  is a new process that imports torch and the farm again (3-5 s of CPU each on the development
+  machine, more with a CUDA context), once per job before. An actor is killed only when no
+  work is left for it, or when it died.
 * **One shard in flight per actor.** Results stream back shard by shard and are written by
   the driver immediately, so driver memory is bounded by the shards in flight, not the run.
 * **Retries at the driver.** A shard whose actor died (node loss, OOM, ``os._exit``) or whose
@@ -99,17 +105,27 @@ def _check_reachable(address: str) -> None:
 
 @ray.remote(max_restarts=0, max_task_retries=0)
 class MethodActor:
-    """One model and one method on one device (see :class:`farm.worker.ShardExecutor`)."""
+    """Shards of one job at a time on one device (see :class:`farm.worker.ShardExecutor`)."""
 
-    def __init__(self, payload: ModelPayload, method: str, params: dict[str, Any], variant: str,
-                 images: PairImages, device: str, threads: int, options: ExecOptions = ExecOptions()):
+    def __init__(self, device: str, threads: int, options: ExecOptions = ExecOptions()):
         torch.set_num_threads(threads)
-        self.executor = ShardExecutor(payload, method, params, variant, images, device, options)
+        self.device, self.exec_options = device, options
+        self.key: tuple[str, str, str] | None = None
+        self.executor: ShardExecutor | None = None
         # Hostnames repeat across containers and test clusters; the Ray node id does not.
-        self.executor.worker += f"@{ray.get_runtime_context().get_node_id()[:8]}"
+        self.node = ray.get_runtime_context().get_node_id()[:8]
 
-    def run(self, shard: Shard, batch_size: int, run_id: str, config_hash: str, attempt: int,
-            fault: str | None, shard_no: int) -> list[dict[str, Any]]:
+    def run(self, key: tuple[str, str, str], job: list[Any], shard: Shard, batch_size: int, run_id: str,
+            config_hash: str, attempt: int, fault: str | None, shard_no: int) -> list[dict[str, Any]]:
+        """``job`` is ``[payload_ref, method, params, variant, images_ref]``, fetched only when
+        ``key`` is not the job this actor holds (refs inside a list are not resolved by Ray)."""
+        if key != self.key or self.executor is None:
+            payload_ref, method, params, variant, images_ref = job
+            self.executor, self.key = None, None  # the previous job's model is freed first
+            payload, images = ray.get([payload_ref, images_ref])
+            self.executor = ShardExecutor(payload, method, params, variant, images, self.device, self.exec_options)
+            self.executor.worker += f"@{self.node}"
+            self.key = key
         return self.executor.run(shard, batch_size, run_id, config_hash, attempt, fault, shard_no)
 
 
@@ -182,19 +198,28 @@ def run_shards(items: list[WorkItem], contexts: dict[tuple[str, str, str], JobCo
     in_flight: dict[Any, tuple[_Slot, WorkItem]] = {}
 
     def new_actor(job: Job) -> _Slot:
-        ctx = contexts[job.key]
-        actor = MethodActor.options(**place.options).remote(
-            ctx.payload_ref, job.method, ctx.params, job.variant, ctx.images_ref, place.device, place.threads,
-            place.execution)
+        actor = MethodActor.options(**place.options).remote(place.device, place.threads, place.execution)
         slot = _Slot(actor, job)
         slots.append(slot)
         return slot
 
     def submit(slot: _Slot, item: WorkItem) -> None:
-        ref = slot.actor.run.remote(item.shard, batch_size, run_id, config_hash, item.attempt,
-                                    fault, item.shard_no)
-        slot.busy = True
+        job = item.shard.job
+        ctx = contexts[job.key]
+        ref = slot.actor.run.remote(job.key, [ctx.payload_ref, job.method, ctx.params, job.variant, ctx.images_ref],
+                                    item.shard, batch_size, run_id, config_hash, item.attempt, fault, item.shard_no)
+        slot.job, slot.busy = job, True
         in_flight[ref] = (slot, item)
+
+    def neediest() -> tuple[str, str, str] | None:
+        """The job with the most waiting shards per actor already serving it, if any shard of
+        it has no actor yet."""
+        waiting = {k: len(q) for k, q in pending.items() if q}
+        if not waiting:
+            return None
+        serving = {k: sum(1 for s in slots if s.job.key == k) for k in waiting}
+        key = max(waiting, key=lambda k: (waiting[k] / (serving[k] + 1), -serving[k]))
+        return None if serving[key] >= waiting[key] else key
 
     def retire(slot: _Slot) -> None:
         slots.remove(slot)
@@ -206,22 +231,19 @@ def run_shards(items: list[WorkItem], contexts: dict[tuple[str, str, str], JobCo
             pending.setdefault(again.shard.job.key, deque()).appendleft(again)
 
     while any(pending.values()) or in_flight:
-        # Idle actors take the next shard of their own job, or give their slot back.
+        # Idle actors take the next shard of their own job, else switch to the neediest job,
+        # else give their slot back.
         for slot in [s for s in slots if not s.busy]:
             queue = pending.get(slot.job.key)
+            if not queue:
+                key = neediest()
+                queue = pending[key] if key is not None else None
             if queue:
                 submit(slot, queue.popleft())
             else:
                 retire(slot)
-        # Free slots go to the job with the most waiting shards per actor already serving it.
-        while len(slots) < place.capacity:
-            waiting = {k: len(q) for k, q in pending.items() if q}
-            if not waiting:
-                break
-            serving = {k: sum(1 for s in slots if s.job.key == k) for k in waiting}
-            key = max(waiting, key=lambda k: (waiting[k] / (serving[k] + 1), -serving[k]))
-            if serving[key] >= waiting[key]:
-                break  # every waiting shard already has an actor that will take it
+        # Free slots get a new actor for the neediest job.
+        while len(slots) < place.capacity and (key := neediest()) is not None:
             submit(new_actor(pending[key][0].shard.job), pending[key].popleft())
         if not in_flight:
             continue

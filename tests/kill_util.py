@@ -25,9 +25,12 @@ def farm_env(tag: str, ray_tmp: str) -> dict[str, str]:
                 RAY_USAGE_STATS_ENABLED="0", RAY_ADDRESS=f"127.0.0.1:{_free_port()}")
 
 
-def kill_then_rerun(args: list[str], cwd: Path, ready: Callable[[], bool], timeout_s: float = 240) -> str:
-    """Run ``farm ARGS``, SIGKILL it (whole session) once ``ready()``, reap its Ray, run it
-    again to the end and return the second run's output (which must succeed)."""
+def kill_then_rerun(args: list[str], cwd: Path, ready: Callable[[], bool], timeout_s: float = 240,
+                    after_kill: Callable[[], None] | None = None) -> str:
+    """Run ``farm ARGS``, SIGKILL it (whole session) once ``ready()``, reap its Ray, call
+    ``after_kill()`` (the state the rerun starts from: a Ray task running when the driver died
+    may still have finished before the reap), run it again to the end and return the second
+    run's output (which must succeed)."""
     tag, ray_tmp = uuid.uuid4().hex, tempfile.mkdtemp(prefix="fk", dir="/tmp")
     env = farm_env(tag, ray_tmp)
     cmd = [sys.executable, "-m", "farm", *args]
@@ -43,6 +46,8 @@ def kill_then_rerun(args: list[str], cwd: Path, ready: Callable[[], bool], timeo
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait(timeout=30)
         _reap(tag, grace_s=0)  # at once: an orphaned Ray worker would otherwise finish the task
+        if after_kill is not None:
+            after_kill()
         again = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout_s,
                                start_new_session=True, check=False)
         assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import services
 from e2e_util import tiny_config, write_config
 
 pytestmark = pytest.mark.slow
@@ -138,9 +138,5 @@ def test_benchmark_job_through_job_submission_api(tmp_path, monkeypatch):
 
         assert len(RunStore(str(tmp_path / "out"), run_dirs[0].name).read(with_triggers=False)) == 16
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+        services.stop_group(head)
         shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -1,10 +1,8 @@
 """End to end through real local Ray, Parquet and sqlite MLflow (no mocks)."""
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import services
 from e2e_util import tiny_config, write_config
 
 pytestmark = pytest.mark.slow
@@ -128,10 +127,5 @@ def test_cli_run_joins_existing_cluster_with_address_auto(tmp_path, finished_run
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "mean_size" in proc.stdout and "run id:" in proc.stdout
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(head.pid, signal.SIGTERM)
-            try:
-                head.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(head.pid, signal.SIGKILL)
+        services.stop_group(head)
 

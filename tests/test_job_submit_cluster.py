@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -89,17 +88,10 @@ def ray_cluster(tmp_path_factory):
         yield {"env": env, "dashboard": f"http://127.0.0.1:{dash}", "head_only": head_only}
     finally:
         for proc in reversed(procs):
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+            services.stop_group(proc)
         from test_resilience import _reap
 
-        left = _reap(tag, grace_s=20)
+        left = _reap(tag, grace_s=5)
         shutil.rmtree(ray_tmp, ignore_errors=True)
         assert not services.port_open(dash) and not services.port_open(port), "Ray head still listening"
         print("Ray processes killed after the nodes stopped:", left)

@@ -25,25 +25,25 @@ K = 10
 def default_run(tmp_path_factory, local_ray):
     """configs/default.yaml's zoo, methods and settings through Ray, Parquet and MLflow, limited
     to the rows these assertions read: every pair and universal scan of the BadNets model
-    through ours and NC, and NC's universal scans of the clean model (the anomaly index's
-    reference) with one pair beside them. Each row is what `make run` computes for it (pair
-    seeds and image selections depend on the pair, not on what else runs); the other 189 rows
-    of `make run` would double the suite's longest fixture (tests/test_e2e.py runs whole
-    multi-model runs)."""
+    through ours, and NC's universal scans of both models (the anomaly index and its clean
+    reference), each with one pair beside them (a pair list cannot be empty). Each row is what
+    `make run` computes for it (pair seeds and image selections depend on the pair, not on what
+    else runs); the other 278 rows of `make run` would more than double the suite's longest
+    fixture (tests/test_e2e.py runs whole multi-model runs)."""
     from farm.runner import execute
 
     cfg = load_config(DEFAULT_CONFIG, [f"run.output={tmp_path_factory.mktemp('recovery')}"])
-    clean, badnets = cfg.models
-    nc = next(m for m in cfg.methods if m.name == "nc")
-    parts = [replace(cfg, models=[badnets]),
-             replace(cfg, models=[clean], methods=[nc], pairs=replace(cfg.pairs, mode="list", list=[(1, 0)]))]
+    _clean, badnets = cfg.models
+    ours, nc = (next(m for m in cfg.methods if m.name == name) for name in ("ours", "nc"))
+    parts = [replace(cfg, models=[badnets], methods=[ours]),
+             replace(cfg, methods=[nc], pairs=replace(cfg.pairs, mode="list", list=[(1, 0)]))]
     frames = [execute(part, log_fn=print).store.read(with_triggers=False) for part in parts]
     return cfg, pd.concat(frames, ignore_index=True)
 
 
 def test_default_run_is_complete(default_run):
     cfg, df = default_run
-    assert len(df) == 2 * (K * (K - 1) + K) + (1 + K)
+    assert len(df) == (K * (K - 1) + K) + 2 * (1 + K)
     assert (df["status"] == "ok").all()
 
 
