@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import TinyNet, attack_batch, heldout, tiny_images
+from conftest import TinyNet, attack_batch, heldout, same_loss_curve, tiny_images
 from farm.methods import METHODS, PairBatch
 from farm.methods.abs import init_mask_variable, size_penalty
 from farm.methods.base import PairOutcome, run_epochs
@@ -52,6 +52,10 @@ def test_parity_batched_equals_alone(key):
         assert together[i].steps == alone.steps
         assert together[i].attack_asr == pytest.approx(alone.attack_asr)
         assert together[i].extra == pytest.approx(alone.extra)
+        if key == "nc_prune":  # two optimisations, no one loss: it logs no curve
+            assert together[i].loss_curve == alone.loss_curve == []
+        else:
+            assert same_loss_curve(together[i], alone), (key, i)
 
 
 # ---- ABS ------------------------------------------------------------------------------------
