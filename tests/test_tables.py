@@ -135,7 +135,7 @@ def test_capped_pairs_are_shown_apart_and_named(data):
     for name in ("table4_methods", "fig8_speedup", "coverage"):
         notes = " ".join(by[name].notes)
         assert "badnets/cw/plain: 8 of 20 pairs stopped by a cap (max_rounds=10)" in notes, name
-        assert "max_iterations=20 (1000)" in notes and "cw 0.9" in notes, name
+        assert "max_iterations=20 (1000)" in notes and "cw 90%" in notes, name
     cov = by["coverage"].frame
     assert cov[(cov.model == "badnets") & (cov.method == "cw")].iloc[0]["stop_cap"] == 8
     fig8 = by["fig8_speedup"].frame
