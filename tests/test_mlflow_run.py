@@ -91,8 +91,11 @@ def test_runs_live_resume_idempotent_and_a_copy_keeps_its_artifacts(computed, tm
     runs = _runs(client)
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     job = next(r for r in runs if "mlflow.parentRunId" in r.data.tags)
-    assert job.data.metrics["pairs"] == 6 and 0.0 <= job.data.metrics["mean_asr_pct"] <= 100.0
-    assert job.data.metrics["detected"] in (0.0, 1.0)  # 6 pairs: too few labels for a finite index
+    ok = [r["asr"] for r in rows if r["status"] == "ok"]
+    assert job.data.metrics["pairs"] == 6 and job.data.metrics["ok"] == len(ok) >= 5
+    assert job.data.metrics["mean_asr_pct"] == pytest.approx(100 * sum(ok) / len(ok))  # percent of the rows' mean
+    # 6 pairs: too few labels for a finite anomaly index, so none is logged and nothing is detected
+    assert "anomaly_index" not in job.data.metrics and job.data.metrics["detected"] == 0.0
     assert job.info.end_time >= job.info.start_time
     top = client.get_run(parent.info.run_id).data.metrics
     assert top["pairs_done"] == 6 and top["poisoned/ours/plain/mean_asr_pct"] == job.data.metrics["mean_asr_pct"]
