@@ -156,6 +156,18 @@ class ModelSpec:
         return out
 
 
+def params_problems(method: str, params: dict[str, Any]) -> list[str]:
+    """``params`` against ``method``'s Params: unknown or mistyped fields, then its range checks,
+    as ``params.<field>: ...`` lines. Every config that overrides a method's Params (benchmark
+    methods, scan scanners, harden methods) checks them here, at load time, not in a worker."""
+    from farm.methods import method_class, method_params
+
+    _, problems = parse(method_class(method).Params, params, "params")
+    if problems:
+        return problems
+    return [f"params.{m}" for m in getattr(method_params(method, params), "check", lambda: [])()]
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
@@ -163,16 +175,11 @@ class MethodSpec:
     variants: list[Literal["plain", "augmented"]] = field(default_factory=lambda: ["plain"])
 
     def check(self) -> list[str]:
-        from farm.methods import METHODS, method_class, method_params
+        from farm.methods import METHODS
 
         if self.name not in METHODS:
             return [f"name: unknown method {self.name!r}; expected one of {', '.join(sorted(METHODS))}"]
-        out = []
-        _, problems = parse(method_class(self.name).Params, self.params, "params")
-        out += problems
-        if not problems:
-            params = method_params(self.name, self.params)
-            out += [f"params.{m}" for m in getattr(params, "check", lambda: [])()]
+        out = params_problems(self.name, self.params)
         if not self.variants:
             out.append("variants: must list at least one of 'plain', 'augmented'")
         if len(set(self.variants)) != len(self.variants):

@@ -3,7 +3,7 @@
 A parent run per farm run and a nested run per (model, method, variant) job are created
 before the first shard is submitted, so the UI shows the run (status RUNNING, real start
 time) while it computes. As shards come back the parent logs ``pairs_done`` (throttled),
-a few sampled pairs log their size curve as step metrics, and each job, once its last pair
+a few sampled pairs log their size and loss curves as step metrics, and each job, once its last pair
 is stored, logs its aggregates on its nested run (and, prefixed ``<model>/<method>/<variant>/``,
 on the parent, so one runs-table row compares every job) and ends with its real end time.
 
@@ -36,7 +36,7 @@ SUMMARY_METRICS = ("pairs", "ok", "failed", "converged", "early_stop", "capped",
                    "median_size", "mean_asr_pct", "s_per_pair", "capped_mean_size", "capped_mean_asr_pct")
 # The parent carries the metrics a reader compares across jobs; the nested runs carry them all.
 PARENT_METRICS = ("mean_size", "median_size", "mean_asr_pct", "converged", "capped", "anomaly_index", "detected")
-CURVES_PER_JOB = 3  # pairs per job whose best-size trace is logged as a step metric
+CURVES_PER_JOB = 3  # pairs per job whose best-size trace and loss curve are logged as step metrics
 PROGRESS_EVERY_S = 10.0  # at most one pairs_done point per this many seconds (sqlite writes are slow)
 
 
@@ -180,16 +180,21 @@ class RunTracker:
             self._last_progress = now
 
     def _log_curves(self, job: JobRun, rows: list[dict[str, Any]]) -> None:
+        """The sampled pairs' best-size trace (step: elapsed ms) and loss curve (step: epoch)."""
         from mlflow.entities import Metric
 
         metrics = []
+        now = _now_ms()
         for r in rows:
-            if (r["victim"], r["target"]) in job.sampled and r.get("trace_t"):
-                name = f"size_curve/v{r['victim']}_t{r['target']}"
-                metrics += [Metric(name, float(s), _now_ms(), int(round(t * 1000)))  # step: elapsed ms
-                            for t, s in zip(r["trace_t"], r["trace_size"])]
-        if metrics:
-            self.client.log_batch(job.mlflow_id, metrics=metrics)
+            if (r["victim"], r["target"]) not in job.sampled:
+                continue
+            pair = f"v{r['victim']}_t{r['target']}"
+            metrics += [Metric(f"size_curve/{pair}", float(s), now, int(round(t * 1000)))
+                        for t, s in zip(r["trace_t"], r["trace_size"])]
+            metrics += [Metric(f"loss_curve/{pair}", float(v), now, int(e))
+                        for e, v in zip(r["loss_step"], r["loss_value"])]
+        for i in range(0, len(metrics), 1000):  # MLflow's per-batch limit
+            self.client.log_batch(job.mlflow_id, metrics=metrics[i:i + 1000])
 
     def _finish_job(self, key: Key, job: JobRun) -> None:
         from mlflow.entities import Metric

@@ -1,4 +1,4 @@
-"""The files a config names, checked before anything starts.
+"""The files a config names, checked before anything starts (and before any run folder exists).
 
 A valid config whose checkpoint or dataset root is missing used to pass ``farm validate``
 and fail ``farm run`` only after Ray had started (~25 s). Both commands now check the files
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from farm.config import Config
+from farm.config import Config, DatasetSpec
 
 
 def _local(path: str) -> bool:
@@ -29,8 +29,13 @@ def file_problems(cfg: Config) -> list[str]:
         elif m.format != "trojai" and not path.is_file():
             out.append(f"models[{i}].checkpoint: {path} is not a file" +
                        (" (it is a folder; format: trojai reads TrojAI model folders)" if path.is_dir() else ""))
-    for key, d in sorted(cfg.datasets.items()):
-        if d.root and _local(d.root) and not d.download and not Path(d.root).expanduser().is_dir():
-            out.append(f"datasets.{key}.root: {d.root} is not a folder; fix the path, or set download: true "
-                       "where the dataset can be fetched")
-    return out
+    return out + dataset_root_problems({f"datasets.{key}": d for key, d in cfg.datasets.items()})
+
+
+def dataset_root_problems(datasets: dict[str, DatasetSpec]) -> list[str]:
+    """One "<path>.root: problem and fix" line per dataset (keyed by its path in the config)
+    whose local root is not a folder; ``farm run``, ``farm scan`` and ``farm harden`` check
+    this before they create a run folder."""
+    return [f"{path}.root: {d.root} is not a folder; fix the path, or set download: true where the dataset "
+            "can be fetched" for path, d in sorted(datasets.items())
+            if d.root and _local(d.root) and not d.download and not Path(d.root).expanduser().is_dir()]

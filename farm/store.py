@@ -86,6 +86,10 @@ SCHEMA = pa.schema([
     ("time_to_best", pa.float64()),
     ("trace_t", pa.list_(pa.float32())),
     ("trace_size", pa.list_(pa.float32())),
+    # The pair's loss curve (farm.methods.PairOutcome.loss_curve): epoch (CW: iteration) and mean
+    # loss. Added after version 2 was out: rows written before it read back as null.
+    ("loss_step", pa.list_(pa.int32())),
+    ("loss_value", pa.list_(pa.float32())),
     ("status", pa.string()),  # ok | failed
     ("reason", pa.string()),
     ("wall_s", pa.float64()),  # batch wall time / pairs in the batch (amortised)
@@ -98,11 +102,9 @@ SCHEMA = pa.schema([
 ])
 
 
-
-
-# Per-pair arrays (trigger, training trace) dominate a row's size; readers that only aggregate
-# (the closing summary, MLflow metrics) leave them on disk.
-BULK_COLUMNS = ("trigger", "trigger_shape", "trace_t", "trace_size")
+# Per-pair arrays (trigger, training trace, loss curve) dominate a row's size; readers that only
+# aggregate (the closing summary, MLflow metrics) leave them on disk.
+BULK_COLUMNS = ("trigger", "trigger_shape", "trace_t", "trace_size", "loss_step", "loss_value")
 SCALAR_COLUMNS = [n for n in SCHEMA.names + list(PARTITIONS) if n not in BULK_COLUMNS]
 
 

@@ -213,6 +213,7 @@ class ShardExecutor:
                 n_heldout=int(self.images.heldout[keys[i]].shape[0]),
                 steps=out.steps, converged=out.converged, stop_reason=out.stop_reason, time_to_best=out.time_to_best,
                 trace_t=[t for t, _ in out.trace], trace_size=[s for _, s in out.trace],
+                loss_step=[e for e, _ in out.loss_curve], loss_value=[v for _, v in out.loss_curve],
                 status="ok" if out.failure is None else "failed", reason=out.failure or "",
                 wall_s=batch_wall / len(shard.pairs), batch_wall_s=batch_wall, device=str(self.device),
                 worker=self.worker))

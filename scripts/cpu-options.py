@@ -105,7 +105,7 @@ def main():
                     asr = [o.attack_asr for o in outs[opt]]
                     line += (f"; size {statistics.median(sz):.0f} vs {statistics.median(sizes0):.0f} (median),"
                              f" mean |d size| {statistics.mean(abs(a - b) for a, b in zip(sz, sizes0)):.1f},"
-                             f" mean attack ASR {statistics.mean(asr):.3f} vs {statistics.mean(asr0):.3f}")
+                             f" mean attack ASR {100 * statistics.mean(asr):.1f}% vs {100 * statistics.mean(asr0):.1f}%")
                 print(line, flush=True)
 
 

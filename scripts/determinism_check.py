@@ -50,7 +50,7 @@ def main() -> None:
             dsize = max(abs(a["raw_size"] - b["raw_size"]) for a, b in zip(ref, rows))
             dasr = max(abs(a["asr"] - b["asr"]) for a, b in zip(ref, rows))
             print(f"{label:>10}: {same}/{len(rows)} triggers byte-identical, max |d size| {dsize:g} px, "
-                  f"max |d ASR| {dasr:.3f}")
+                  f"max |d ASR| {100 * dasr:.1f} points")
 
 
 if __name__ == "__main__":

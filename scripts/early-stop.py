@@ -72,7 +72,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
             "size change px: mean / median / max": f"{dsize.mean():+.1f} / {dsize.median():+.0f} / {dsize.max():+.0f}",
             "pairs larger / smaller": f"{int((dsize > 0).sum())} / {int((dsize < 0).sum())}",
             "size change: mean relative": f"{(dsize / g.trigger_size_off[both]).mean():+.0%}",
-            "held-out ASR change: mean / min": f"{dasr.mean():+.3f} / {dasr.min():+.3f}",
+            "held-out ASR change (points): mean / min": f"{100 * dasr.mean():+.1f} / {100 * dasr.min():+.1f}",
         })
     return pd.DataFrame(out)
 

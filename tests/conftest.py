@@ -1,6 +1,7 @@
 """Shared fixtures: tiny deterministic models and images that need no zoo training."""
 from __future__ import annotations
 
+import math
 import os
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -57,6 +58,12 @@ def tiny_model() -> nn.Module:
 def tiny_images(p: int, n: int, hw: int = 8, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand((p, n, 3, hw, hw), generator=g, dtype=torch.float64)
+
+
+def same_loss_curve(a, b) -> bool:
+    """Two PairOutcomes' loss curves: the same epochs, losses equal to 1e-9 (parity tests)."""
+    return [e for e, _ in a.loss_curve] == [e for e, _ in b.loss_curve] and bool(a.loss_curve) and all(
+        math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12) for (_, x), (_, y) in zip(a.loss_curve, b.loss_curve))
 
 
 # ---- zoo models for recovery tests (trained once per session, a few seconds each) ----------

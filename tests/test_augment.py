@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from conftest import TinyNet, tiny_images
+from conftest import TinyNet, same_loss_curve, tiny_images
 from farm.methods import METHODS, PairBatch
 from farm.methods.augment import AugmentDraw, AugmentParams, draw, make_augment, transform
 
@@ -33,6 +33,7 @@ def test_parity_with_augmentation(name):
         alone = cls(cls.Params(epochs=15), augment=make_augment(MEAN)).invert(_tiny(), batch.subset([i]))[0]
         assert torch.allclose(together[i].trigger.array, alone.trigger.array, atol=1e-9), name
         assert together[i].steps == alone.steps and together[i].converged == alone.converged
+        assert same_loss_curve(together[i], alone), (name, i)
 
 
 def _torchvision(x: torch.Tensor, d: AugmentDraw) -> torch.Tensor:

@@ -142,6 +142,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _scan_config(tmp_path: Path, root: Path, **over) -> Path:
+    return write_config(tmp_path / "scan.yaml", {"run_id": "s1", "output": str(tmp_path / "out"),
+                                                 "zoo_dir": str(tmp_path / "zoo"),
+                                                 "dataset": {"name": "cifar10", "root": str(root)}, **over})
+
+
+def _harden_config(tmp_path: Path, root: Path, **over) -> Path:
+    return write_config(tmp_path / "harden.yaml", {
+        "run_id": "h1", "output": str(tmp_path / "out"), "zoo_dir": str(tmp_path / "zoo"),
+        "datasets": {"c10": {"name": "cifar10", "root": str(root)}},
+        "models": [{"id": "m", "dataset": "c10", "arch": "small_cnn"}], **over})
+
+
+@pytest.mark.parametrize("command", ["scan", "harden"])
+def test_scan_and_harden_that_cannot_start_leave_no_run_folder(command, tmp_path, capsys):
+    """A missing dataset root, a root without the dataset's files (found only when it loads) and
+    a bad method parameter each fail with exit 2 naming the problem, before any run folder."""
+    config = _scan_config if command == "scan" else _harden_config
+    path = "dataset" if command == "scan" else "datasets.c10"
+    (tmp_path / "empty").mkdir()
+    bad = ({"scanners": [{"kind": "karm", "core": "nc", "params": {"epochz": 3}}]} if command == "scan" else
+           {"methods": [{"name": "natural"}, {"name": "ours", "params": {"lr": -1}}]})
+    for root, over, says in [("no-cifar", {}, f"{path}.root: {tmp_path / 'no-cifar'} is not a folder"),
+                             ("empty", {}, "does not hold cifar-10-batches-py"),
+                             ("empty", bad, "scanners[0].params.epochz" if command == "scan" else
+                              "methods[1].params.lr: must be > 0")]:
+        assert main([command, str(config(tmp_path, tmp_path / root, **over))]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, err
+        assert not (tmp_path / "out").exists() and not (tmp_path / "zoo").exists()
+
+
 # ---- ls / show ------------------------------------------------------------------------------
 def _run_folder(out: Path, run_id: str, status: str, stored: int, total: int) -> None:
     """A run folder as `farm run` leaves it: config, manifest and ``stored`` pair rows."""

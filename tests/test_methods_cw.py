@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from conftest import TinyNet, attack_batch, heldout, tiny_images
+from conftest import TinyNet, attack_batch, heldout, same_loss_curve, tiny_images
 from farm.methods import METHODS, PairBatch
 from farm.methods.cw import CWParams, CWProblem, prune_pixels
 from farm.metrics import asr
@@ -144,6 +144,7 @@ def test_parity_batched_equals_alone():
         for key, value in together[i].extra.items():
             assert value == pytest.approx(alone.extra[key], nan_ok=True), key
         assert [s for _, s in together[i].trace] == [s for _, s in alone.trace]
+        assert same_loss_curve(together[i], alone), i
 
 
 def test_nan_pair_fails_alone():

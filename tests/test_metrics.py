@@ -211,6 +211,7 @@ def test_evaluate_pairs_equals_per_pair_metrics() -> None:
     correct = [torch.rand(len(x), generator=g) > 0.4 for x in images]
     for batch_size in (4, 2048):
         got = evaluate_pairs(model, triggers, images, correct, targets, batch_size=batch_size)
+        assert len(got) == len(triggers)
         for res, t, x, ok, target in zip(got, triggers, images, correct, targets):
             if len(x) == 0:
                 assert all(math.isnan(v) for v in res.values())

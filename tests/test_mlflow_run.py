@@ -58,7 +58,7 @@ def _runs(client):
 def test_runs_live_resume_idempotent_and_a_copy_keeps_its_artifacts(computed, tmp_path):
     from mlflow import MlflowClient
 
-    from farm.mlflow_run import log_paper_tables
+    from farm.mlflow_run import log_paper_tables, sampled_pairs
     from farm.tracking import local_artifact_root
 
     cfg, model, rows = computed
@@ -91,15 +91,31 @@ def test_runs_live_resume_idempotent_and_a_copy_keeps_its_artifacts(computed, tm
     runs = _runs(client)
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     job = next(r for r in runs if "mlflow.parentRunId" in r.data.tags)
-    assert job.data.metrics["pairs"] == 6 and 0.0 <= job.data.metrics["mean_asr_pct"] <= 100.0
-    assert job.data.metrics["detected"] in (0.0, 1.0)  # 6 pairs: too few labels for a finite index
+    ok = [r["asr"] for r in rows if r["status"] == "ok"]
+    assert job.data.metrics["pairs"] == 6 and job.data.metrics["ok"] == len(ok) >= 5
+    assert job.data.metrics["mean_asr_pct"] == pytest.approx(100 * sum(ok) / len(ok))  # percent of the rows' mean
+    # 6 pairs: too few labels for a finite anomaly index, so none is logged and nothing is detected
+    assert "anomaly_index" not in job.data.metrics and job.data.metrics["detected"] == 0.0
     assert job.info.end_time >= job.info.start_time
     top = client.get_run(parent.info.run_id).data.metrics
     assert top["pairs_done"] == 6 and top["poisoned/ours/plain/mean_asr_pct"] == job.data.metrics["mean_asr_pct"]
     assert top["poisoned/ours/plain/detected"] == job.data.metrics["detected"]
-    curves = [m for m in job.data.metrics if m.startswith("size_curve/")]
-    assert 1 <= len(curves) <= 3
-    assert len(client.get_metric_history(job.info.run_id, curves[0])) >= 1
+    # Step curves of the sampled pairs, and of no other: size at each improvement (step: elapsed
+    # ms), loss at each of its 2 epochs (step: epoch), as the rows hold them.
+    sampled = sampled_pairs(pairs)
+    assert len(sampled) == 3
+    by_pair = {(r["victim"], r["target"]): r for r in rows}
+    names = {f"v{v}_t{t}" for v, t in sampled}
+    assert {m for m in job.data.metrics if m.startswith("loss_curve/")} == {f"loss_curve/{n}" for n in names}
+    assert {m for m in job.data.metrics if m.startswith("size_curve/")} == {
+        f"size_curve/v{v}_t{t}" for v, t in sampled if by_pair[v, t]["trace_t"]}
+    for v, t in sampled:
+        r = by_pair[v, t]
+        loss = sorted((m.step, m.value) for m in client.get_metric_history(job.info.run_id, f"loss_curve/v{v}_t{t}"))
+        assert [s for s, _ in loss] == r["loss_step"] == [0, 1]
+        assert [x for _, x in loss] == pytest.approx(r["loss_value"], rel=1e-6)
+        size = client.get_metric_history(job.info.run_id, f"size_curve/v{v}_t{t}")
+        assert sorted(m.value for m in size) == sorted(r["trace_size"])
 
     # Logging the stored run again (farm tables' fallback) neither duplicates runs nor metrics.
     from farm.mlflow_run import log_run

@@ -24,7 +24,7 @@ def row(victim: int, target: int, shard: str = "s1", **over):
         "asr_correct": 0.6, **{c: 0.1 for c in ROBUST_COLUMNS}, "asr_attack": 1.0, "n_attack": 50,
         "n_heldout": 100, "steps": 10, "converged": True, "stop_reason": "converged", "time_to_best": 0.2,
         "trace_t": [0.1, 0.2],
-        "trace_size": [9.0, 4.0], "status": "ok", "reason": "", "wall_s": 0.01, "batch_wall_s": 0.02,
+        "trace_size": [9.0, 4.0], "loss_step": [0, 2, 3], "loss_value": [2.5, 1.25, 0.5], "status": "ok", "reason": "", "wall_s": 0.01, "batch_wall_s": 0.02,
         "batch_pairs": 2, "device": "cpu", "worker": "w", "attempt": 1,
         "finished_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
     }
@@ -44,6 +44,7 @@ def test_round_trip_with_partitions_and_trigger(tmp_path):
     trig = Trigger.from_bytes(r["trigger_kind"], list(r["trigger_shape"]), r["trigger"])
     assert trig.array.shape == (3, 4, 4) and float(trig.array[:, :, 1].min()) == 0.5
     assert list(r["trace_size"]) == [9.0, 4.0]
+    assert (list(r["loss_step"]), list(r["loss_value"])) == ([0, 2, 3], [2.5, 1.25, 0.5])
     assert store.done_pairs() == {("m1", "ours", "plain", 0, 1), ("m1", "ours", "plain", 1, 0), ("m1", "nc", "plain", 0, 1)}
     assert store.manifest()["config_hash"] == "h"
     assert store.config_yaml() == "a: 1\n"
@@ -91,6 +92,27 @@ def test_version_1_rows_rejected_naming_stop_reason(tmp_path):
                    d / "s1.parquet")
     with pytest.raises(StoreError, match=r"schema version\(s\) \[1\].*stop_reason.*Re-run"):
         store.read()
+
+
+def test_shards_written_before_the_loss_curve_columns_still_read(tmp_path):
+    """loss_step/loss_value came after version 2 shipped: an older shard of the same version
+    lacks them and must read (nulls) beside a new one, for resume, tables and MLflow alike."""
+    from farm.store import SCALAR_COLUMNS
+
+    store = RunStore(str(tmp_path), "run1")
+    store.create("", {})
+    old_schema = pa.schema([f for f in SCHEMA if not f.name.startswith("loss_")])
+    old = {k: v for k, v in row(0, 1).items() if not k.startswith("loss_")}
+    d = tmp_path / "run1" / "pairs" / "model_id=m" / "method=ours" / "variant=plain"
+    d.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([old], schema=old_schema), d / "s0.parquet")
+    store.write_shard("m", "ours", "plain", "s1", [row(1, 0)])
+    df = store.read()
+    assert df["victim"].tolist() == [0, 1]
+    assert df["loss_step"].iloc[0] is None and list(df["loss_step"].iloc[1]) == [0, 2, 3]
+    assert list(df["trace_size"].iloc[0]) == [9.0, 4.0]
+    assert store.done_pairs() == {("m", "ours", "plain", 0, 1), ("m", "ours", "plain", 1, 0)}
+    assert len(store.read(columns=SCALAR_COLUMNS, job=("m", "ours", "plain"))) == 2
 
 
 def test_file_uri_output(tmp_path):

@@ -68,6 +68,7 @@ def test_golden_tables_and_figures(data, tmp_path):
 def test_outputs_are_deterministic(data, tmp_path):
     t1 = T.build_tables(data)
     t2 = T.build_tables(T.load(str(RUN), "fixture", log_fn=lambda _m: None, align=False))
+    assert [t.name for t in t1] == [t.name for t in t2] and len(t1) >= 8  # zip below compares every table
     for a, b in zip(t1, t2):
         assert T.to_markdown(a) == T.to_markdown(b) and T.to_tex(a) == T.to_tex(b)
     mat = np.arange(16, dtype=float).reshape(4, 4)
@@ -130,12 +131,13 @@ def test_capped_pairs_are_shown_apart_and_named(data):
     free = df[job & ~cap & (df.victim >= 0)]
     assert row["pairs"] == "12/20" and row["capped"] == 8 and row["converged"] == 12
     assert row["pixels_mean"] == pytest.approx(free["trigger_size"].mean())
-    assert row["asr_pct"] == pytest.approx(100 * free["asr"].mean()) and row["s_per_pair"] < 99
+    assert row["asr_pct"] == pytest.approx(100 * free["asr"].mean())
+    assert row["s_per_pair"] == pytest.approx(free["wall_s"].mean())  # the capped 99 s left out, not averaged in
     assert row["capped_pixels_mean"] == 934 and row["capped_asr_pct"] == 50
     for name in ("table4_methods", "fig8_speedup", "coverage"):
         notes = " ".join(by[name].notes)
         assert "badnets/cw/plain: 8 of 20 pairs stopped by a cap (max_rounds=10)" in notes, name
-        assert "max_iterations=20 (1000)" in notes and "cw 0.9" in notes, name
+        assert "max_iterations=20 (1000)" in notes and "cw 90%" in notes, name
     cov = by["coverage"].frame
     assert cov[(cov.model == "badnets") & (cov.method == "cw")].iloc[0]["stop_cap"] == 8
     fig8 = by["fig8_speedup"].frame

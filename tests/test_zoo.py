@@ -21,7 +21,7 @@ def spec(**attack) -> ModelSpec:
 def test_key_ignores_id_but_not_what_sets_the_weights():
     base = spec(type="badnets", target=1)
     key = zoo_key(base, TINY)
-    assert len(key) == 16 and int(key, 16) >= 0
+    assert len(key) == 16 and set(key) <= set("0123456789abcdef")
     assert zoo_key(ModelSpec(**{**base.__dict__, "id": "other"}), TINY) == key
     assert zoo_key(spec(type="badnets", target=2), TINY) != key
     assert zoo_key(ModelSpec(**{**base.__dict__, "train": TrainSpec(epochs=1, seed=1)}), TINY) != key
@@ -65,7 +65,13 @@ def test_tiny_training_is_cached(tmp_path):
     meta = json.loads((tmp_path / entry.key / "meta.json").read_text())
     assert meta == entry.meta
     assert meta["arch"] == "small_cnn" and meta["dataset"] == "synthetic" and meta["num_classes"] == 10
-    assert 0 <= meta["clean_acc"] <= 1 and 0 <= meta["asr"] <= 1 and meta["train_seconds"] > 0
+    assert meta["train_seconds"] > 0
+    # The recorded accuracy and ASR are those of the cached weights, not of some other model:
+    from farm.data import load_dataset
+    from farm.models.zoo import evaluate
+
+    again = evaluate(entry.load("cpu").eval(), load_dataset(TINY), make_poison(s.attack, load_dataset(TINY).image_shape, s.train.seed))
+    assert (meta["clean_acc"], meta["asr"]) == (again["clean_acc"], again["asr"]) and meta["asr_other"] is None
     atk = meta["attack"]
     assert (atk["type"], atk["target"], atk["victim"], atk["patch_size"]) == ("badnets", 2, None, 3)
     assert atk["trigger_pixels"] == 9 and atk["location"] == [28, 28]

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from farm.config import DatasetSpec, ModelSpec, TrackingSpec, is_safe_id, load_raw
-from farm.schema import build, parse
+from farm.config import DatasetSpec, ModelSpec, TrackingSpec, is_safe_id, load_raw, params_problems
+from farm.schema import build
 
 HardenName = Literal["natural", "uap", "nc", "iterative_nc", "ours"]
 # The farm method that generates each hardening method's triggers (natural generates none).
@@ -32,15 +32,9 @@ class HardenMethodSpec:
         return INVERTER.get(self.name)
 
     def check(self) -> list[str]:
-        from farm.methods import METHODS
-
         if self.inverter is None:
             return [f"params: 'natural' generates no triggers, got {sorted(self.params)}"] if self.params else []
-        cls = METHODS[self.inverter]
-        _, problems = parse(cls.Params, self.params, "params")
-        if problems:
-            return problems
-        return [f"params.{m}" for m in cls.Params(**self.params).check()]
+        return params_problems(self.inverter, self.params)
 
 
 @dataclass(frozen=True)

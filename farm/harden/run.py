@@ -22,7 +22,7 @@ import torch
 
 from farm.config import ModelSpec
 from farm.data import Dataset, load_dataset
-from farm.errors import UserError
+from farm.errors import ConfigError, UserError
 from farm.harden.config import ON_THE_FLY, HardenConfig, HardenMethodSpec
 from farm.harden.distance import measure, restart_run_id
 from farm.harden.sources import OnTheFly, TriggerSource, Universal
@@ -31,6 +31,7 @@ from farm.methods import METHODS
 from farm.methods.base import EpochMethod
 from farm.models.loading import save_state_dict
 from farm.models.zoo import ensure_model
+from farm.preflight import dataset_root_problems
 from farm.schema import to_dict
 from farm.store import RunStore
 
@@ -99,24 +100,29 @@ def pending(cfg: HardenConfig, store: RunStore) -> list[tuple[ModelSpec, HardenM
 
 
 def execute(cfg: HardenConfig, config_yaml: str, log: Any = print) -> RunStore:
-    """Run (or resume) the hardening of ``cfg`` and its distance runs; returns its store."""
+    """Run (or resume) the hardening of ``cfg`` and its distance runs; returns its store.
+
+    A new run's folder is created only once the natural models are trained (their datasets
+    loaded) and Ray is up, so a run that cannot start leaves no empty run folder behind."""
     import ray
 
     from farm.cluster import connect
 
+    problems = dataset_root_problems({f"datasets.{key}": d for key, d in cfg.datasets.items()})
+    if problems:
+        raise ConfigError(problems)
     store = RunStore(cfg.output, cfg.run_id)
-    if store.exists():
-        if store.config_yaml() != config_yaml:
-            raise UserError(f"harden run {cfg.run_id!r} under {cfg.output!r} was started with another config; "
-                            f"choose another run_id or restore {store.run_dir}/config.yaml")
-    else:
-        store.create(config_yaml, {"kind": "harden", "config": to_dict(cfg),
-                                   "distance_runs": [restart_run_id(cfg, r) for r in range(cfg.distance.restarts)]})
+    if store.exists() and store.config_yaml() != config_yaml:
+        raise UserError(f"harden run {cfg.run_id!r} under {cfg.output!r} was started with another config; "
+                        f"choose another run_id or restore {store.run_dir}/config.yaml")
     for spec in cfg.models:  # train the natural models once, before their tasks share them
         ensure_model(spec, cfg.datasets[spec.dataset], Path(cfg.zoo_dir), log=log)
     work = pending(cfg, store)
     log(f"harden {cfg.run_id}: {len(cfg.models)} model(s) x {len(cfg.methods)} method(s), {len(work)} to do")
     resources = connect(None, cfg.num_cpus)
+    if not store.exists():
+        store.create(config_yaml, {"kind": "harden", "config": to_dict(cfg),
+                                   "distance_runs": [restart_run_id(cfg, r) for r in range(cfg.distance.restarts)]})
     if work:
         task = ray.remote(num_cpus=1, num_gpus=1 if resources.get("GPU") else 0, max_retries=2)(harden_one)
         refs = {task.remote(cfg, spec, m): f"{spec.id}/{m.name}" for spec, m in work}

@@ -24,6 +24,9 @@ from farm.errors import ConfigError
 from farm.triggers import Trigger, TriggerKind
 
 METHODS: dict[str, type["Method"]] = {}
+# Most points of a pair's loss curve kept on the device (even: a full buffer keeps every other
+# point and doubles its stride, so a curve of any length costs P × LOSS_POINTS floats).
+LOSS_POINTS = 64
 
 # Why a pair stopped (the ``stop_reason`` column). A table may average only rows that ended by
 # the method's own rule; a cap or a failure is reported apart (docs/methods.md, "Stop reasons").
@@ -129,6 +132,9 @@ class PairOutcome:
     attack_asr: float  # attack-set ASR of the last epoch (or last inner solve)
     time_to_best: float | None = None
     trace: list[tuple[float, float]] = field(default_factory=list)  # (elapsed s, best size) changes
+    # (epoch, mean loss of that epoch), every stride-th epoch and the last (PairState.record_loss);
+    # CW: (iteration, loss)
+    loss_curve: list[tuple[int, float]] = field(default_factory=list)
     failure: str | None = None  # set when the pair failed (non-finite loss, ...)
     extra: dict[str, float] = field(default_factory=dict)  # method-specific scalars
     stop_reason: StopReason = "converged"
@@ -315,7 +321,7 @@ def hit_rate(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 class PairState:
     """Per-pair bookkeeping every batched method keeps (METHODS.md §4): generators, active
-    flags, failures, convergence, step counts, time-to-best and the Fig. 8 trace.
+    flags, failures, convergence, step counts, time-to-best, the Fig. 8 trace and the loss curve.
 
     Methods with their own loop (CW's rounds) use it directly; epoch-loop methods through
     :class:`EpochProblem`.
@@ -336,6 +342,12 @@ class PairState:
         self.time_to_best: list[float | None] = [None] * p
         self.trace: list[list[tuple[float, float]]] = [[] for _ in range(p)]
         self.last_asr = torch.zeros(p, dtype=dtype, device=device)
+        # The loss curve lives on the device until the outcomes are built (record_loss).
+        self.loss_points = torch.full((p, LOSS_POINTS), math.nan, dtype=dtype, device=device)
+        self.loss_count = torch.zeros(p, dtype=torch.long, device=device)  # points held
+        self.loss_stride = torch.ones_like(self.loss_count)  # epochs between points
+        self.loss_epochs = torch.zeros_like(self.loss_count)  # epochs recorded so far
+        self.last_loss = torch.full((p,), math.nan, dtype=dtype, device=device)
 
     def per_pair(self, sample: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:
         """Stack one draw per pair from its own generator (so init ignores batch-mates)."""
@@ -346,6 +358,40 @@ class PairState:
         for i in rows.nonzero().flatten().tolist():
             self.time_to_best[i] = elapsed
             self.trace[i].append((round(elapsed, 4), float(sizes[i])))
+
+    @torch.no_grad()
+    def record_loss(self, loss: torch.Tensor, rows: torch.Tensor) -> None:
+        """One more epoch of the pairs ``rows`` (bool mask) ended with mean loss ``loss`` (length P).
+
+        Each pair keeps its epochs 0, s, 2s, ... (s its stride) and its last one. When its
+        LOSS_POINTS slots are full it keeps every other point and doubles s. Everything is
+        per pair and on the device: no host sync, and a pair's curve depends on its own
+        epochs only, so it is the same alone or in a batch.
+        """
+        take = rows & (self.loss_epochs % self.loss_stride == 0)
+        slot = self.loss_count.clamp(max=LOSS_POINTS - 1).unsqueeze(1)
+        value = torch.where(take, loss.to(self.dtype), self.loss_points.gather(1, slot).squeeze(1))
+        self.loss_points.scatter_(1, slot, value.unsqueeze(1))
+        self.loss_count += take.long()
+        full = self.loss_count == LOSS_POINTS
+        halved = torch.cat([self.loss_points[:, ::2], torch.full_like(self.loss_points[:, ::2], math.nan)], 1)
+        self.loss_points = torch.where(full.unsqueeze(1), halved, self.loss_points)
+        self.loss_count = torch.where(full, self.loss_count // 2, self.loss_count)
+        self.loss_stride = torch.where(full, self.loss_stride * 2, self.loss_stride)
+        self.last_loss = torch.where(rows, loss.to(self.dtype), self.last_loss)
+        self.loss_epochs += rows.long()
+
+    def loss_curves(self) -> list[list[tuple[int, float]]]:
+        """Each pair's (epoch, loss) points, its last epoch included (one copy to the host)."""
+        points, count, stride, epochs, last = (t.tolist() for t in (
+            self.loss_points, self.loss_count, self.loss_stride, self.loss_epochs, self.last_loss))
+        out = []
+        for i in range(self.batch.size):
+            curve = [(j * stride[i], points[i][j]) for j in range(count[i])]
+            if epochs[i] and curve[-1][0] != epochs[i] - 1:
+                curve.append((epochs[i] - 1, last[i]))
+            out.append(curve)
+        return out
 
     def fail(self, rows: torch.Tensor, reason: str) -> None:
         """Stop pairs ``rows`` (bool mask) for good, recording why; batch-mates carry on."""
@@ -401,7 +447,8 @@ def run_epochs(problem: EpochProblem, model: torch.nn.Module, epochs: int,
     The steps of an epoch never wait for the device (no ``.item()``, ``nonzero`` or
     ``bool(tensor)``): the active rows are compacted once per epoch, and a failing pair is
     masked out of the optimiser on the device instead of being removed from the forward.
-    Host syncs are per epoch only, which keeps a GPU's queue full.
+    Host syncs are per epoch only, which keeps a GPU's queue full. The loss curve is summed
+    and recorded on the device too (:meth:`PairState.record_loss`).
     """
     batch = problem.batch
     p, n = batch.images.shape[:2]
@@ -417,6 +464,7 @@ def run_epochs(problem: EpochProblem, model: torch.nn.Module, epochs: int,
         generators = [problem.generators[i] for i in rows.tolist()] if augment is not None else []
         asr_sum = torch.zeros(p, dtype=problem.dtype, device=problem.device)
         reg_sum = torch.zeros_like(asr_sum)
+        loss_sum = torch.zeros_like(asr_sum)
         active_at_start = problem.active.clone()
         stepping = problem.active.clone()  # active minus pairs whose loss turned non-finite
         for k in range(n_batches):
@@ -437,9 +485,11 @@ def run_epochs(problem: EpochProblem, model: torch.nn.Module, epochs: int,
                 hit = hit_rate(logits, problem.targets[rows])
                 asr_sum[rows] += hit
                 reg_sum[rows] += reg.detach()
+                loss_sum[rows] += loss.detach().to(problem.dtype)
         problem.fail(problem.active & ~stepping, f"non-finite loss at epoch {epoch}")
         done = active_at_start & problem.active
         problem.steps += done.long()
+        problem.record_loss(loss_sum / n_batches, done)
         asr = asr_sum / n_batches
         problem.last_asr = torch.where(done, asr, problem.last_asr)
         problem.end_epoch(asr, reg_sum / n_batches, time.perf_counter() - start)
@@ -494,10 +544,11 @@ def check_params(params: Any) -> list[str]:
 
 def as_outcomes(problem: PairState, triggers: list[Trigger]) -> list[PairOutcome]:
     """Assemble per-pair outcomes from a finished problem and its chosen triggers."""
+    curves = problem.loss_curves()
     return [
         PairOutcome(trigger=triggers[i], converged=bool(problem.converged[i]), steps=int(problem.steps[i]),
                     attack_asr=float(problem.last_asr[i]), time_to_best=problem.time_to_best[i],
-                    trace=problem.trace[i], failure=problem.failure[i],
+                    trace=problem.trace[i], loss_curve=curves[i], failure=problem.failure[i],
                     stop_reason=stop_reason(bool(problem.converged[i]), problem.failure[i],
                                             bool(problem.early_stopped[i]), bool(problem.capped[i])))
         for i in range(problem.batch.size)

@@ -137,6 +137,9 @@ class CWProblem(PairState):
                 self.last_asr[rows] = hit
                 reached = hit >= self.prm.asr_threshold
                 success, step = self._mask(rows, finite & reached), self._mask(rows, finite & ~reached)
+                # one point per iteration (CW has no epochs), on the device like the loop's
+                self.record_loss(torch.zeros_like(self.last_asr).index_put((rows,), loss.detach().to(self.dtype)),
+                                 self._mask(rows, finite))
                 if not bool(finite.all()):
                     self.fail(self._mask(rows, ~finite), f"non-finite loss at step {int(self.steps.max())}")
                 if bool(success.any()):

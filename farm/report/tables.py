@@ -134,7 +134,7 @@ def run_settings_notes(df: pd.DataFrame) -> list[str]:
     for method, g in df.groupby("method", sort=True):
         params = _params(g)
         defaults = _flat(asdict(METHODS[method].Params())) if method in METHODS else {}
-        b = [f"{v:g}" for k, v in params.items() if k.split(".")[-1] == "asr_threshold"]
+        b = [f"{100 * v:g}%" for k, v in params.items() if k.split(".")[-1] == "asr_threshold"]
         if b:
             bounds.append(f"{method} {'/'.join(dict.fromkeys(b))}")
         cut = [f"{k}={v} ({defaults[k]})" for k, v in params.items()
@@ -144,7 +144,7 @@ def run_settings_notes(df: pd.DataFrame) -> list[str]:
         on = [f"{k}={v}" for k, v in params.items() if k.split(".")[-1] == "early_stop_epochs" and v is not None]
         if on:
             early.append(f"{method}: {', '.join(on)}")
-    notes = [f"ASR bound behind `converged` (attack set): {', '.join(bounds)}"] if bounds else []
+    notes = [f"ASR bound behind `converged` (attack set, `asr_threshold`): {', '.join(bounds)}"] if bounds else []
     if short:
         notes.append("budgets below METHODS.md (its default in parentheses), not paper settings: " + "; ".join(short))
     if early:

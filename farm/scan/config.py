@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from farm.config import DatasetSpec, TrainSpec, is_safe_id, load_raw
+from farm.config import DatasetSpec, TrainSpec, is_safe_id, load_raw, params_problems
 from farm.scan.karm import KArmParams
 from farm.schema import build
 
@@ -50,6 +50,9 @@ class ScannerSpec:
     @property
     def name(self) -> str:
         return f"{self.kind}-{self.core}"
+
+    def check(self) -> list[str]:
+        return params_problems(self.core, self.params)
 
 
 @dataclass(frozen=True)

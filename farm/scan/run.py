@@ -18,9 +18,11 @@ import pyarrow.parquet as pq
 import torch
 
 from farm.data import load_dataset
+from farm.errors import ConfigError
 from farm.methods import create_method
 from farm.methods.base import EpochMethod
 from farm.models.zoo import ensure_model
+from farm.preflight import dataset_root_problems
 from farm.scan.config import ScanConfig, ScannerSpec
 from farm.scan.karm import scan_model
 from farm.scan.mad import mad_scan
@@ -96,21 +98,28 @@ def pending(cfg: ScanConfig, store: RunStore, specs: list[Any]) -> list[tuple[An
 
 
 def execute(cfg: ScanConfig, config_yaml: str, log: Any = print) -> RunStore:
-    """Run (or resume) the scan of ``cfg``; returns its store."""
+    """Run (or resume) the scan of ``cfg``; returns its store.
+
+    A new run's folder is created only once its dataset loaded and Ray is up, so a scan that
+    cannot start (a missing dataset root, no Ray) leaves no empty run folder behind."""
     import ray
 
     from farm.cluster import connect
 
+    problems = dataset_root_problems({"dataset": cfg.dataset})
+    if problems:
+        raise ConfigError(problems)
     store = RunStore(cfg.output, cfg.run_id)
-    if not store.exists():
-        store.create(config_yaml, {"kind": "scan", "config": to_dict(cfg)})
     num_classes = load_dataset(cfg.dataset).num_classes
     specs = zoo_specs(cfg, num_classes)
     work = pending(cfg, store, specs)
     log(f"scan {cfg.run_id}: {len(specs)} models x {len(cfg.scanners)} scanners, {len(work)} model(s) to do")
+    if work:
+        connect(None, cfg.num_cpus)
+    if not store.exists():
+        store.create(config_yaml, {"kind": "scan", "config": to_dict(cfg)})
     if not work:
         return store
-    connect(None, cfg.num_cpus)
     task = ray.remote(num_cpus=1, max_retries=2)(scan_one)
     refs = {task.remote(cfg, spec, todo): spec.id for spec, todo in work}
     while refs:
