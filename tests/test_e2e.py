@@ -41,7 +41,9 @@ def test_rows_exactly_all_pairs_no_duplicates(finished_run):
     assert df["trigger"].map(len).gt(0).all()
     assert set(df["model_kind"]) == {"clean", "poisoned"}
     assert set(df[df.model_id == "poisoned"]["gt_target"]) == {0}
-    assert df["asr"].between(0, 1).all() and (df["attempt"] == 1).all()
+    hits = df["asr"] * df["n_heldout"]  # held-out ASR is a count of flipped images over n_heldout
+    assert (df["n_heldout"] > 0).all() and ((hits - hits.round()).abs() < 1e-6).all()
+    assert (df["attempt"] == 1).all()
 
 
 def test_run_folder_has_config_and_manifest(finished_run):
