@@ -154,7 +154,7 @@ def test_table8_negates_karm_scores_so_small_triggers_rank_high():
                          "poisoned": [True, False, False], "decision": [True, False, True],
                          "score": [0.01, 0.2, 0.3], "seconds": [1.0, 2.0, 3.0]})
     t = table8(rows).set_index("attack")
-    assert t.loc["all", "roc_auc"] == 1.0 and t.loc["all", "accuracy"] == pytest.approx(2 / 3)
+    assert t.loc["all", "roc_auc"] == 1.0 and t.loc["all", "accuracy_pct"] == pytest.approx(200 / 3)
     assert t.loc["badnets", "median_s_per_model"] == 2.0
 
 

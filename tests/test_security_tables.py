@@ -127,3 +127,24 @@ def test_absurd_class_count_in_a_received_manifest_is_refused(received, tmp_path
     manifest_path.write_text(json.dumps(manifest))
     code, err = _tables(capsys, received, tmp_path / "t", "--no-mlflow")
     assert code == 2 and f"num_classes={value!r}" in err and "[2, 4096]" in err and "Traceback" not in err, err
+
+
+def test_a_symlink_planted_after_the_folder_check_is_still_refused_at_write_time(tmp_path):
+    """``prepare_folder`` refuses links early; ``write_file`` checks again, because one can be
+    planted between the check and the write (minutes of rendering for a large run)."""
+    from farm.report.files import prepare_folder, write_file
+    from farm.store import StoreError
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    out = prepare_folder(tmp_path / "tables")
+    (out / "index.md").symlink_to(victim)
+    (out / "figures").symlink_to(tmp_path)
+    with pytest.raises(StoreError, match="symlink"):
+        write_file(out, "index.md", b"overwritten")
+    with pytest.raises(StoreError, match="symlink"):
+        write_file(out, "figures/clean.png", b"x")
+    with pytest.raises(StoreError, match="inside the output folder"):
+        prepare_folder(out)
+    assert victim.read_text() == "precious\n" and not (tmp_path / "clean.png").exists()
+    assert write_file(out, "table.md", b"ok").read_bytes() == b"ok"  # a plain file is written

@@ -11,15 +11,23 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from farm.store import StoreError
 
 
 def prepare_folder(folder: Path, flag: str = "--out") -> Path:
-    """Create ``folder`` (a real directory, not a file or a symlink) or say why it cannot be."""
+    """Create ``folder`` (a real directory, not a file or a symlink) or say why it cannot be.
+
+    A symlink already inside it is refused here too, before minutes of rendering; the writes
+    check again (:func:`write_file`), since one could be planted in between."""
     if folder.is_symlink():
         raise StoreError(f"{flag} {folder}: is a symlink; refusing to write through it. Pass a real folder with --out")
+    link = next(_symlinks_below(folder), None)
+    if link is not None:
+        raise StoreError(f"{link}: is a symlink inside the output folder; refusing to write through it. Remove it, "
+                         "or pass a fresh --out folder")
     if folder.exists() and not folder.is_dir():
         raise StoreError(f"{flag} {folder}: is a file, not a folder; pass a folder with --out")
     try:
@@ -30,6 +38,14 @@ def prepare_folder(folder: Path, flag: str = "--out") -> Path:
         raise StoreError(f"{flag} {folder}: cannot write there ({exc.strerror or exc}); "
                          "choose a writable folder with --out") from None
     return folder
+
+
+def _symlinks_below(folder: Path) -> Iterator[Path]:
+    """Symlinks anywhere under ``folder`` (not followed: os.walk does not enter linked folders)."""
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            if os.path.islink(os.path.join(root, name)):
+                yield Path(root, name)
 
 
 def write_file(folder: Path, rel: str, data: bytes) -> Path:

@@ -53,7 +53,10 @@ def tpr_at_fpr(scores: np.ndarray, positive: np.ndarray, fpr: float = 0.05) -> f
 
 
 def table8(models: pd.DataFrame) -> pd.DataFrame:
-    """One row per (scanner, attack type): clean models are shared by every attack type."""
+    """One row per (scanner, attack type): clean models are shared by every attack type.
+
+    Accuracy and TPR in percent, as the paper's Table 8 and every other farm table report
+    rates; ROC-AUC stays a probability in [0, 1], as it is conventionally read."""
     out = []
     for scanner, rows in models.groupby("scanner", sort=True):
         clean = rows[~rows["poisoned"]]
@@ -62,7 +65,8 @@ def table8(models: pd.DataFrame) -> pd.DataFrame:
             positive = sub["poisoned"].to_numpy(bool)
             scores = suspicion(sub)
             out.append({"scanner": scanner, "attack": attack, "models": len(sub),
-                        "accuracy": float((sub["decision"].to_numpy(bool) == positive).mean()),
-                        "roc_auc": roc_auc(scores, positive), "tpr@5%fpr": tpr_at_fpr(scores, positive),
+                        "accuracy_pct": 100 * float((sub["decision"].to_numpy(bool) == positive).mean()),
+                        "roc_auc": roc_auc(scores, positive),
+                        "tpr_pct@5%fpr": 100 * tpr_at_fpr(scores, positive),
                         "median_s_per_model": float(sub["seconds"].median())})
     return pd.DataFrame(out)
