@@ -138,9 +138,29 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from farm.scan.run import execute
 
     cfg = load_scan_config(args.config)
-    store = execute(cfg, Path(args.config).read_text())
+    store = execute(cfg, Path(args.config).read_text(), trust_code=args.trust_code)
     out = write_scan_tables(store, log_mlflow=not args.no_mlflow)
     print(f"scan {cfg.run_id}: rows in {store.run_dir}/scan, Table 8 analogue in {out}")
+    return 0
+
+
+def cmd_tune_bounds(args: argparse.Namespace) -> int:
+    from farm.report.files import write_frames
+    from farm.scan.run import read_scan
+    from farm.scan.tune import bounds_yaml, tune_bounds
+    from farm.store import RunStore
+
+    store = RunStore(args.output, args.run_id)
+    if not store.exists() or store.manifest().get("kind") != "scan":
+        raise FarmError(f"{store.run_dir} is not a `farm scan` run (tune the bounds on a scan of held-out models)")
+    models = read_scan(store)
+    tuned = tune_bounds(models) if not models.empty else None
+    if tuned is None or tuned.empty:
+        raise FarmError(f"scan run {args.run_id!r} has no finished K-Arm model rows yet")
+    folder = write_frames(Path(args.out or f"{store.run_dir}/tables"), {"karm_bounds": tuned}, floatfmt=".4g")
+    print(tuned.to_string(index=False))
+    print(f"\nwritten to {folder}/karm_bounds.{{md,csv}}; for a scan config of OTHER models:\n")
+    print(bounds_yaml(tuned), end="")
     return 0
 
 
@@ -327,7 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("scan", help="K-Arm and MAD backdoor scanning of a clean+poisoned zoo (Table 8); resumes")
     sp.add_argument("config", help="scan YAML config, e.g. configs/scan.yaml")
     sp.add_argument("--no-mlflow", action="store_true", help="write files only, do not log to MLflow")
+    sp.add_argument("--trust-code", action="store_true", help=TRUST_HELP + " (round_dir: a TrojAI round)")
     sp.set_defaults(func=cmd_scan)
+
+    sp = sub.add_parser("tune-bounds", help="tune K-Arm's decision bounds per scanner on a scan run of held-out "
+                        "models; prints them as scan-config YAML")
+    sp.add_argument("run_id", help="a `farm scan` run of models the evaluation will not use")
+    with_output(sp)
+    sp.add_argument("--out", help="folder for karm_bounds.{md,csv} (default: <output>/<run_id>/tables)")
+    sp.set_defaults(func=cmd_tune_bounds)
 
     sp = sub.add_parser("harden", help="adversarial fine-tuning with inverted triggers, class distances before/after "
                         "(Table 7); resumes")

@@ -269,6 +269,14 @@ class TrackingSpec:
     enabled: bool = True
     uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<output>/mlflow.db
     experiment: str = "farm"
+    # a tracking server is probed 3 times with this timeout each before logging is skipped
+    # with a warning (the rows are safe in Parquet): raise it for a slow link
+    connect_timeout_s: float = 5.0
+
+    def check(self) -> list[str]:
+        if not self.connect_timeout_s > 0:
+            return [f"connect_timeout_s: must be > 0 seconds, got {self.connect_timeout_s}"]
+        return []
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from farm.autotune import best_pairs_per_batch, sweep_pairs_per_batch
 from farm.baseline import time_baseline
 from farm.methods import PairBatch, create_method
 from farm.models import build_model
+from farm.models.loading import frozen
 from farm.worker import pick_device, precision_context
 
 NUM_CLASSES, SHAPE, N, B = 10, (3, 32, 32), 50, 32  # the paper's 32×32 setting, N = 50 images per pair
@@ -29,10 +30,7 @@ NUM_CLASSES, SHAPE, N, B = 10, (3, 32, 32), 50, 32  # the paper's 32×32 setting
 
 def _frozen(arch: str, device: torch.device) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_model(arch, NUM_CLASSES, SHAPE, (0.5,) * 3, (0.25,) * 3).to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return frozen(build_model(arch, NUM_CLASSES, SHAPE, (0.5,) * 3, (0.25,) * 3).to(device))
 
 
 def _peak(device: torch.device) -> float | None:

@@ -12,9 +12,6 @@ class FarmError(Exception):
     """A problem of the user's input (config, files, run folder); the message names it and the fix."""
 
 
-UserError = FarmError  # the name before issue 14; kept while branches that use it merge
-
-
 class ConfigError(FarmError, ValueError):
     """A config could not be turned into a valid schema object; ``problems`` lists them all."""
 

@@ -119,7 +119,7 @@ class RunTracker:
         from mlflow import MlflowClient
 
         with self._guard():
-            wait_reachable(self.uri)
+            wait_reachable(self.uri, timeout_s=self.cfg.tracking.connect_timeout_s)
             client = MlflowClient(tracking_uri=self.uri)
             exp = experiment_id(client, self.uri, self.cfg.tracking.experiment)
             run_id = self.store.run_id

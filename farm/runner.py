@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from farm import failpoints
 from farm.config import Config, config_from_dict
 from farm.errors import ConfigError, RunError
 from farm.execution import Executor, JobContext, Progress, WorkItem
@@ -196,6 +197,7 @@ def _run(cfg: Config, store: RunStore, resume: str | None, log_fn: Log, started:
     def on_rows(item: WorkItem, rows: list[dict[str, Any]]) -> None:
         j = item.shard.job
         store.write_shard(j.model_id, j.method, j.variant, item.shard.shard_id, rows)
+        failpoints.hit("run.shard_stored")
         progress.update(len(rows), f"{j.model_id}/{j.method}/{j.variant}")
         if tracker is not None:
             tracker.rows(j.key, rows)

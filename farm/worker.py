@@ -24,7 +24,7 @@ import torch
 from farm.grid import ANY, Pair, Shard
 from farm.methods import PairBatch, create_method
 from farm.metrics import ROBUSTNESS, evaluate_pairs, predict
-from farm.models.loading import load_checkpoint
+from farm.models.loading import frozen, load_checkpoint
 from farm.rows import ShardAttempt, pair_row, shard_pair_seeds
 from farm.triggers import trigger_size
 
@@ -53,9 +53,7 @@ class ModelPayload:
             path.write_bytes(self.blob)
             model = load_checkpoint(path, self.fmt, self.arch, self.num_classes, self.image_shape,
                                     self.mean, self.std, device=device, trust_code=True, probe=False)
-        for p in model.parameters():  # not model.requires_grad_(): ScriptModules do not support it
-            p.requires_grad_(False)
-        return model.eval()
+        return frozen(model)
 
 
 def payload_from_module(model_id: str, arch: str, model: torch.nn.Module, num_classes: int,

@@ -26,17 +26,21 @@ def farm_env(tag: str, ray_tmp: str) -> dict[str, str]:
 
 
 def kill_then_rerun(args: list[str], cwd: Path, ready: Callable[[], bool], timeout_s: float = 240,
-                    after_kill: Callable[[], None] | None = None) -> str:
+                    after_kill: Callable[[], None] | None = None, failpoint: str | None = None) -> str:
     """Run ``farm ARGS``, SIGKILL it (whole session) once ``ready()``, reap its Ray, call
-    ``after_kill()`` (the state the rerun starts from: a Ray task running when the driver died
-    may still have finished before the reap), run it again to the end and return the second
-    run's output (which must succeed)."""
+    ``after_kill()`` (the state the rerun starts from), run it again to the end and return the
+    second run's output (which must succeed).
+
+    ``failpoint`` (see farm.failpoints) stalls the first run at that point: without it a Ray
+    task running when ``ready()`` turned true may finish the remaining work before the kill
+    lands (seen in CI under load), leaving nothing to resume. The rerun runs unarmed."""
     tag, ray_tmp = uuid.uuid4().hex, tempfile.mkdtemp(prefix="fk", dir="/tmp")
     env = farm_env(tag, ray_tmp)
+    first_env = dict(env, FARM_FAILPOINTS=failpoint) if failpoint else env
     cmd = [sys.executable, "-m", "farm", *args]
     try:
         with open(cwd / "killed.log", "w") as log:  # a file, not a pipe: an unread pipe can block
-            driver = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+            driver = subprocess.Popen(cmd, env=first_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
             deadline = time.time() + timeout_s
             while not ready() and driver.poll() is None and time.time() < deadline:

@@ -63,22 +63,28 @@ class Server:
         assert not port_open(self.port), f"port {self.port} still open after stopping {self.proc.args[0]}"
 
 
-def stop_group(proc: subprocess.Popen, grace_s: float = 10) -> None:
-    """SIGTERM the process group of ``proc`` (a `ray start --block` node started in its own
-    session), SIGKILL the group after ``grace_s``. A node's own SIGTERM cleanup took up to a
-    minute per node on 2 busy cores, for processes the test owns and discards anyway."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace_s)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the node's daemons too, which share its group
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
+def stop_group(*procs: subprocess.Popen, grace_s: float = 3) -> None:
+    """SIGTERM the process groups of ``procs`` (`ray start --block` nodes, each started in its
+    own session) at once, SIGKILL every group still there after ``grace_s`` in all. A node's own
+    SIGTERM cleanup took up to a minute per node on 2 busy cores, for processes the test owns and
+    discards anyway; the test's tag-based reap catches whatever left the group."""
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            pass
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the node's daemons too, which share its group
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
 
 
 def start(cmd: list[str], port: int, log: Path, timeout_s: float = 60) -> Server:

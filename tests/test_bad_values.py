@@ -30,6 +30,7 @@ def _fails(capsys, *argv: str) -> str:
     ("models.0.train.lr", ".inf", "models[0].train.lr: must be a finite number"),
     ("datasets.syn.params.train_per_class", "100000000", "datasets.syn.params.train_per_class, test_per_class"),
     ("cluster.num_cpus", "1000", "cluster.num_cpus: 1000 but this machine has"),
+    ("tracking.connect_timeout_s", "0", "tracking.connect_timeout_s: must be > 0 seconds"),
 ])
 def test_bad_config_values_fail_validation_naming_the_field(tmp_path, capsys, key, value, expect):
     path = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "out"))

@@ -49,6 +49,9 @@ def test_resume_unknown_run_is_a_clean_error(tmp_path, capsys):
 def test_unreachable_cluster_address_fails_fast(tmp_path, capsys):
     import socket
 
+    import ray
+
+    ray.shutdown()  # connect() reuses an initialised Ray (conftest.local_ray of an earlier test in this worker)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # nothing listens here once the socket is closed

@@ -197,10 +197,12 @@ def test_harden_resumes_after_sigkill_with_the_weights_of_an_uninterrupted_run(h
     path = tmp_path / "h.yaml"
     path.write_text(yaml.safe_dump(raw))
     ckpt = tmp_path / "out" / "h" / CHECKPOINTS / "cnn" / "ours.pt"
-    out = kill_then_rerun(["harden", str(path), "--no-mlflow"], tmp_path, ckpt.is_file)
-    assert "harden cnn/ours: resuming after epoch" in out
+    # stalled (farm.failpoints) right after the first epoch's checkpoint and killed there
+    out = kill_then_rerun(["harden", str(path), "--no-mlflow"], tmp_path, ckpt.is_file,
+                          failpoint="harden.checkpoint")
+    assert "harden cnn/ours: resuming after epoch 1" in out
     rows = read_rows(RunStore(str(tmp_path / "out"), "h")).set_index("method")
-    assert 1 <= rows.loc["ours", "resumed_from"] < 4, rows
+    assert rows.loc["ours", "resumed_from"] == 1, rows
 
     cfg = build(HardenConfig, {**raw, "output": str(tmp_path / "fresh")})
     threads = torch.get_num_threads()

@@ -87,8 +87,7 @@ def ray_cluster(tmp_path_factory):
         _wait_nodes(env, port, 2)
         yield {"env": env, "dashboard": f"http://127.0.0.1:{dash}", "head_only": head_only}
     finally:
-        for proc in reversed(procs):
-            services.stop_group(proc)
+        services.stop_group(*reversed(procs))
         from test_resilience import _reap
 
         left = _reap(tag, grace_s=5)

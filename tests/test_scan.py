@@ -113,7 +113,7 @@ def test_karm_nc_finds_planted_badnets_target_not_clean(badnets_model, clean_mod
     bad = scan_model(badnets_model[0], badnets_model[1], nc, SCAN)
     clean = scan_model(clean_model[0], clean_model[1], nc, SCAN)
     # The chosen arms and the score ranking hold with margin; the K-Arm decision bound itself
-    # (0.0343 of the image area, not re-tuned for 32x32, docs/scanning.md) decided the BadNets
+    # ([KA]'s 0.0343 of the image area; configs/scan.yaml's are tuned, docs/scanning.md) decided the BadNets
     # model wrongly at this 2-epoch round budget on the 500-image/class fixture (score 0.071),
     # so the bound is not asserted for it (issue 16: no verdicts at a coin-flip threshold).
     assert bad.arm == Arm(None, 0), bad
@@ -183,6 +183,172 @@ def test_resume_skips_exactly_the_finished_model_scanner_results(tmp_path):
     assert len(dict((s.id, t) for s, t in pending(cfg, store, specs))[specs[1].id]) == len(cfg.scanners)
 
 
+def test_a_run_id_started_with_another_config_is_refused_before_anything_runs(tmp_path):
+    from farm.errors import FarmError
+    from farm.harden.config import HardenConfig
+    from farm.harden.run import execute as harden
+    from farm.scan.config import ScanConfig
+    from farm.scan.run import execute as scan
+    from farm.schema import build
+    from farm.store import RunStore
+
+    for run_id, execute, cfg in [("s", scan, build(ScanConfig, {"run_id": "s", "output": str(tmp_path)})),
+                                 ("h", harden, build(HardenConfig, {"run_id": "h", "output": str(tmp_path),
+                                                                     "models": [{"id": "m", "dataset": "synthetic"}]}))]:
+        RunStore(str(tmp_path), run_id).create("seed: 0\n", {"kind": "x"})
+        with pytest.raises(FarmError, match=f"run {run_id!r} .* was started with another config"):
+            execute(cfg, "seed: 1\n", log=lambda _m: None)
+
+
+def test_every_shipped_scan_and_harden_config_is_valid():
+    from farm.config import DEFAULT_CONFIG
+    from farm.harden.config import load_harden_config
+    from farm.scan.config import load_scan_config
+
+    scans = sorted(DEFAULT_CONFIG.parent.glob("scan*.yaml"))
+    assert {p.name for p in scans} >= {"scan.yaml", "scan-heldout.yaml", "scan-fashion-mnist.yaml"}
+    configs = [load_scan_config(p) for p in scans]
+    assert len({c.run_id for c in configs}) == len(configs)  # one results folder each
+    load_harden_config(DEFAULT_CONFIG.parent / "harden.yaml")
+
+
+# ---- a TrojAI-style round instead of a trained zoo --------------------------------------------
+def _round(tmp_path):
+    """Three model folders: poisoned (target 1), clean, and one without ground truth."""
+    from real_fixtures import write_trojai
+
+    from farm.models import build_model
+
+    root = tmp_path / "round"
+    for i, poisoned in enumerate([True, False, None]):
+        torch.manual_seed(i)
+        net = build_model("small_cnn", 3, (3, 32, 32), (0, 0, 0), (1, 1, 1)).eval()
+        write_trojai(root / f"id-{i:08d}", net, per_class=6, poisoned=poisoned, target=1)
+    return root
+
+
+def test_round_folders_are_checked_before_any_scan(tmp_path):
+    from farm.errors import FarmError
+    from farm.scan.trojai_round import round_models
+
+    with pytest.raises(FarmError, match="is not a folder"):
+        round_models(str(tmp_path / "nope"), trust_code=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FarmError, match="no id-\\* model folders"):
+        round_models(str(tmp_path / "empty"), trust_code=True)
+    root = _round(tmp_path)
+    with pytest.raises(FarmError, match="TorchScript is code .*--trust-code"):
+        round_models(str(root), trust_code=False)
+    assert [m.id for m in round_models(str(root), trust_code=True)] == ["id-00000000", "id-00000001", "id-00000002"]
+    (root / "id-00000001" / "model.pt").unlink()
+    with pytest.raises(FarmError, match="id-00000001: no model.pt"):
+        round_models(str(root), trust_code=True)
+
+
+def test_farm_scan_of_a_torchscript_round_needs_trust_code_and_leaves_no_run_folder(tmp_path, capsys):
+    import yaml
+
+    from farm.cli import main
+
+    path = tmp_path / "round.yaml"
+    path.write_text(yaml.safe_dump({"run_id": "r", "output": str(tmp_path / "out"), "round_dir": str(_round(tmp_path))}))
+    assert main(["scan", str(path), "--no-mlflow"]) == 2
+    assert "pass --trust-code only if you trust" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "r").exists()
+
+
+@pytest.mark.slow
+def test_round_models_are_scanned_with_their_own_examples_and_ground_truth(tmp_path):
+    from farm.scan.config import ScanConfig
+    from farm.scan.run import read_scan, scan_one
+    from farm.scan.table import table8
+    from farm.scan.trojai_round import round_models
+    from farm.schema import build
+    from farm.store import RunStore
+
+    cfg = build(ScanConfig, {"run_id": "r", "output": str(tmp_path / "out"), "round_dir": str(_round(tmp_path)),
+                             "scanners": [{"kind": "karm", "core": "nc"}],
+                             "karm": {"round_epochs": 1, "attack_size": 4, "screen_per_class": 2,
+                                      "bandit": {"max_rounds": 2}}})
+    store = RunStore(cfg.output, cfg.run_id)
+    store.create("{}", {"kind": "scan"})
+    threads = torch.get_num_threads()
+    try:
+        for model in round_models(cfg.round_dir, trust_code=True):
+            scan_one(cfg, model, list(cfg.scanners), trust_code=True)
+    finally:
+        torch.set_num_threads(threads)
+    rows = read_scan(store).set_index("model_id")
+    assert list(rows.index) == ["id-00000000", "id-00000001", "id-00000002"]
+    assert rows.loc["id-00000000", "poisoned"] and rows.loc["id-00000000", "true_target"] == 1
+    clean = rows.loc["id-00000001", "poisoned"]
+    assert clean is not None and not clean
+    assert rows.loc["id-00000002", "poisoned"] is None and rows["decision"].notna().all()
+    assert set(rows["arm_target"]) <= {0, 1, 2}  # arms over the folder's own 3 classes
+    t = table8(read_scan(store)).set_index("attack")
+    assert t.loc["all", "models"] == 2  # the model without ground truth is decided but not scored
+
+
+# ---- K-Arm bounds tuned on held-out models (METHODS.md §5.16) --------------------------------
+def test_best_threshold_decides_most_models_and_prefers_the_widest_gap():
+    import numpy as np
+
+    from farm.scan.tune import best_threshold
+
+    thr, right, gap = best_threshold(np.array([0.01, 0.02, 0.05, 0.2]), np.array([True, True, False, False]))
+    assert thr == pytest.approx((0.02 * 0.05) ** 0.5) and right == 4 and gap == pytest.approx(2.5)
+    # Two thresholds decide 2 of 3 right (between 0.01 and 0.05: gap 5x; above 0.3: 2x): the wider gap wins.
+    thr, right, gap = best_threshold(np.array([0.01, 0.05, 0.3]), np.array([True, False, True]))
+    assert thr == pytest.approx((0.01 * 0.05) ** 0.5) and right == 2 and gap == pytest.approx(5.0)
+    # A scan that inverted nothing (NaN/inf score) is never below a bound: clean by every threshold.
+    thr, right, _ = best_threshold(np.array([np.nan, np.inf, 0.04]), np.array([False, False, True]))
+    assert right == 3 and thr > 0.04
+
+
+def test_tune_bounds_sets_each_arm_type_apart_and_keeps_an_unused_one():
+    import pandas as pd
+    import yaml
+
+    from farm.scan.karm import PAIR_BOUND
+    from farm.scan.tune import bounds_yaml, tune_bounds
+
+    rows = pd.DataFrame({"scanner": "karm-ours", "kind": "karm", "score": [0.01, 0.3, 0.4, 0.02, 0.08],
+                         "arm_victim": [None, None, None, 3, 4], "poisoned": [True, False, False, True, False],
+                         "threshold": [0.0343, 0.0343, 0.0343, PAIR_BOUND, PAIR_BOUND]})
+    mad = rows.assign(scanner="mad-nc", kind="mad")  # not a K-Arm scanner: no bounds
+    t = tune_bounds(pd.concat([rows, mad])).set_index("arm_type")
+    assert list(t["scanner"]) == ["karm-ours", "karm-ours"]
+    assert t.loc["global", "bound"] == pytest.approx((0.01 * 0.3) ** 0.5) and t.loc["global", "right"] == 3
+    assert t.loc["global", "old_right"] == 3
+    assert t.loc["pair", "bound"] == pytest.approx((0.02 * 0.08) ** 0.5) and t.loc["pair", "right"] == 2
+    assert t.loc["pair", "old_right"] == 1  # 0.02 is above [KA]'s 0.0199: the old pair bound missed it
+    only_global = tune_bounds(rows.iloc[:4]).set_index("arm_type")
+    assert only_global.loc["pair", "bound"] == PAIR_BOUND  # one pair-arm model, poisoned: not identified
+    assert only_global.loc["pair", "note"] == "one class only: not identified, kept"
+    no_pair = tune_bounds(rows.iloc[:3]).set_index("arm_type")
+    assert no_pair.loc["pair", "bound"] == PAIR_BOUND and "kept" in no_pair.loc["pair", "note"]
+    [spec] = yaml.safe_load(bounds_yaml(t.reset_index()))["scanners"]
+    assert spec["kind"] == "karm" and spec["core"] == "ours"
+    assert spec["global_bound"] == pytest.approx(t.loc["global", "bound"], rel=1e-5)
+
+
+def test_scanner_bounds_are_validated_and_override_karm_s():
+    from farm.errors import ConfigError
+    from farm.scan.config import ScanConfig
+    from farm.schema import build
+
+    cfg = build(ScanConfig, {"scanners": [{"kind": "karm", "core": "ours", "global_bound": 0.2}, {"kind": "karm"}],
+                             "karm": {"pair_bound": 0.05}})
+    ours, nc = (s.karm_params(cfg.karm) for s in cfg.scanners)
+    assert (ours.global_bound, ours.pair_bound) == (0.2, 0.05)
+    assert (nc.global_bound, nc.pair_bound) == (cfg.karm.global_bound, 0.05)
+    with pytest.raises(ConfigError) as err:
+        build(ScanConfig, {"scanners": [{"kind": "mad", "pair_bound": 0.1}, {"kind": "karm", "global_bound": 1.5}]})
+    text = str(err.value)
+    assert "scanners[0].pair_bound: only a karm scanner has decision bounds" in text
+    assert "scanners[1].global_bound: must be in (0, 1]" in text
+
+
 @pytest.mark.slow
 def test_scan_resumes_after_sigkill_and_rows_carry_the_chosen_trigger(tmp_path):
     import pandas as pd
@@ -195,7 +361,8 @@ def test_scan_resumes_after_sigkill_and_rows_carry_the_chosen_trigger(tmp_path):
     cfg = {"run_id": "s", "output": str(tmp_path / "out"), "zoo_dir": str(tmp_path / "zoo"), "num_cpus": 1,
            "dataset": {"name": "synthetic", "params": {"num_classes": 4, "train_per_class": 40, "test_per_class": 8}},
            "zoo": {"clean": 1, "poisoned": 1, "attacks": ["badnets"], "train": {"epochs": 2}},
-           "scanners": [{"kind": "karm", "core": "nc"}, {"kind": "mad", "core": "ours", "params": {"epochs": 3}}],
+           "scanners": [{"kind": "karm", "core": "nc", "global_bound": 0.5, "pair_bound": 0.25},
+                        {"kind": "mad", "core": "ours", "params": {"epochs": 3}}],
            "karm": {"round_epochs": 1, "attack_size": 8, "screen_per_class": 4, "bandit": {"max_rounds": 2}},
            "mad_attack_size": 8}
     path = tmp_path / "scan.yaml"
@@ -206,16 +373,13 @@ def test_scan_resumes_after_sigkill_and_rows_carry_the_chosen_trigger(tmp_path):
         return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in rows_dir.rglob("*.parquet")
                 if not p.name.startswith(".")}
 
-    # Killed at the first stored row (one scanner of one model). The task computing the next
-    # scanner may still store its row before the reap ends it (seen under load: with the kill
-    # at "first model done", the orphan finished the second model too and nothing was left to
-    # resume), so what the rerun must do is read from the files after the reap.
+    # Stalled (farm.failpoints) right after the first stored row (one scanner of one model) and
+    # killed there; with one CPU no other scan task runs beside it, so one model is half done.
     killed: dict = {}
     out = kill_then_rerun(["scan", str(path), "--no-mlflow"], tmp_path, lambda: len(finished()) >= 1,
-                          after_kill=lambda: killed.update(finished()))
-    done_models = sum(len([p for p in killed if p.parent == d]) == 2 for d in {p.parent for p in killed})
-    assert done_models < 2, "nothing was left to resume: the kill came too late"
-    assert f"2 models x 2 scanners, {2 - done_models} model(s) to do" in out
+                          after_kill=lambda: killed.update(finished()), failpoint="scan.model_row")
+    assert len(killed) == 1, sorted(killed)
+    assert "2 models x 2 scanners, 2 model(s) to do" in out
     after = finished()
     assert len(after) == 4 and all(after[p] == v for p, v in killed.items())  # kept, not rewritten
     models = pd.concat([pd.read_parquet(p) for p in after], ignore_index=True)
@@ -223,3 +387,12 @@ def test_scan_resumes_after_sigkill_and_rows_carry_the_chosen_trigger(tmp_path):
     for row in karm.itertuples():
         trigger = Trigger.from_bytes(row.trigger_kind, row.trigger_shape, row.trigger)
         assert trigger.kind == "blend" and tuple(trigger.array.shape) == (4, 32, 32)  # NC: [mask; pattern]
+        assert row.threshold == (0.5 if pd.isna(row.arm_victim) else 0.25)  # the scanner's own bounds
+    assert (models.loc[models["kind"] == "mad", "threshold"] == 2.0).all()
+
+    from farm.cli import main
+
+    assert main(["tune-bounds", "s", "--output", str(tmp_path / "out")]) == 0
+    tuned = pd.read_csv(tmp_path / "out" / "s" / "tables" / "karm_bounds.csv")
+    assert list(tuned["scanner"]) == ["karm-nc", "karm-nc"] and set(tuned["arm_type"]) == {"global", "pair"}
+    assert main(["tune-bounds", "nope", "--output", str(tmp_path / "out")]) == 2

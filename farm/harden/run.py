@@ -22,7 +22,7 @@ import torch
 
 from farm.config import ModelSpec
 from farm.data import Dataset, load_dataset
-from farm.errors import ConfigError, UserError
+from farm.errors import ConfigError, FarmError
 from farm.harden.config import ON_THE_FLY, HardenConfig, HardenMethodSpec
 from farm.harden.distance import measure, restart_run_id
 from farm.harden.sources import OnTheFly, TriggerSource, Universal
@@ -113,7 +113,7 @@ def execute(cfg: HardenConfig, config_yaml: str, log: Any = print) -> RunStore:
         raise ConfigError(problems)
     store = RunStore(cfg.output, cfg.run_id)
     if store.exists() and store.config_yaml() != config_yaml:
-        raise UserError(f"harden run {cfg.run_id!r} under {cfg.output!r} was started with another config; "
+        raise FarmError(f"harden run {cfg.run_id!r} under {cfg.output!r} was started with another config; "
                         f"choose another run_id or restore {store.run_dir}/config.yaml")
     for spec in cfg.models:  # train the natural models once, before their tasks share them
         ensure_model(spec, cfg.datasets[spec.dataset], Path(cfg.zoo_dir), log=log)

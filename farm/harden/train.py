@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from farm import failpoints
 from farm.data import Dataset
 from farm.harden.config import HardenTrainSpec
 from farm.harden.sources import TriggerSource, draw_targets
@@ -76,6 +77,7 @@ def harden(model: torch.nn.Module, ds: Dataset, source: TriggerSource, spec: Har
         seconds += time.perf_counter() - t0
         save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                      "seconds": seconds, "stamped": stamped}, checkpoint)
+        failpoints.hit("harden.checkpoint")
         log(f"harden {tag}: epoch {epoch + 1}/{spec.epochs} loss {loss_sum / n:.4f} "
             f"({time.perf_counter() - t0:.1f}s)")
     model.eval()

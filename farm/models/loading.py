@@ -232,6 +232,15 @@ def _trojai_model(folder: Path, arch: str) -> tuple[Path, str]:
     return path, fmt
 
 
+def frozen(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode with every parameter's ``requires_grad`` off, for inversion.
+
+    Not ``model.requires_grad_(False)``: TorchScript modules do not support it."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
 # ---- sanity ------------------------------------------------------------------------------
 def _check_io(model: nn.Module, path: Path, k: int, shape: tuple[int, int, int],
               device: str | torch.device) -> None:

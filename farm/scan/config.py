@@ -5,7 +5,7 @@ at once with its dotted path (e.g. ``zoo.poisoned: must be >= 1``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,18 +41,38 @@ class ScanZooSpec:
 
 @dataclass(frozen=True)
 class ScannerSpec:
-    """One detector: ``karm`` (K-Arm) or ``mad`` (NC's anomaly index), with its core."""
+    """One detector: ``karm`` (K-Arm) or ``mad`` (NC's anomaly index), with its core.
+
+    K-Arm's decision bounds are per scanner because they are per core: NC's size is the mask's
+    L1, ours' a pixel count, so one pair of bounds cannot suit both (METHODS.md §5.16: re-tune
+    on held-out models; ``farm tune-bounds`` does, docs/scanning.md). None = ``karm``'s."""
 
     kind: Literal["karm", "mad"] = "karm"
     core: Literal["nc", "ours"] = "nc"
     params: dict[str, Any] = field(default_factory=dict)  # the core method's Params overrides
+    global_bound: float | None = None  # share of the image area; None = karm.global_bound
+    pair_bound: float | None = None  # share of the image area; None = karm.pair_bound
 
     @property
     def name(self) -> str:
         return f"{self.kind}-{self.core}"
 
+    def karm_params(self, base: KArmParams) -> KArmParams:
+        """``base`` with this scanner's bounds where it sets them."""
+        return replace(base, global_bound=base.global_bound if self.global_bound is None else self.global_bound,
+                       pair_bound=base.pair_bound if self.pair_bound is None else self.pair_bound)
+
     def check(self) -> list[str]:
-        return params_problems(self.core, self.params)
+        out = params_problems(self.core, self.params)
+        for name in ("global_bound", "pair_bound"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if self.kind != "karm":
+                out.append(f"{name}: only a karm scanner has decision bounds (this one is {self.kind})")
+            elif not 0 < value <= 1:
+                out.append(f"{name}: must be in (0, 1] (share of the image area), got {value}")
+        return out
 
 
 @dataclass(frozen=True)
@@ -68,6 +88,10 @@ class ScanConfig:
     mad_attack_size: int = 50
     seed: int = 0
     num_cpus: int | None = None  # Ray actors (one model at a time each); None = all CPUs
+    # A TrojAI-style round (id-*/model.pt + clean_example_data/) to scan INSTEAD of training
+    # the zoo: `dataset` and `zoo` are then unused (farm/scan/trojai_round.py).
+    round_dir: str | None = None
+    round_arch: str | None = None  # state-dict model.pt files: their arch (default: config.json's, else small_cnn)
 
     def check(self) -> list[str]:
         out = []

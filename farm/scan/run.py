@@ -17,15 +17,19 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
-from farm.data import load_dataset
-from farm.errors import ConfigError
+from farm import failpoints
+from farm.data import Dataset, load_dataset
+from farm.errors import ConfigError, FarmError
 from farm.methods import create_method
 from farm.methods.base import EpochMethod
+from farm.metrics import MAD_THRESHOLD
+from farm.models.loading import frozen
 from farm.models.zoo import ensure_model
 from farm.preflight import dataset_root_problems
 from farm.scan.config import ScanConfig, ScannerSpec
-from farm.scan.karm import scan_model
+from farm.scan.karm import bound, scan_model
 from farm.scan.mad import mad_scan
+from farm.scan.trojai_round import RoundModel, load_round_model, round_models
 from farm.scan.zoo import zoo_specs
 from farm.schema import to_dict
 from farm.store import RunStore
@@ -51,28 +55,37 @@ def trigger_columns(trigger: Trigger | None) -> dict[str, Any]:
     return {"trigger_kind": trigger.kind, "trigger_shape": list(trigger.array.shape), "trigger": trigger.to_bytes()}
 
 
-def scan_one(cfg: ScanConfig, spec: Any, scanners: list[ScannerSpec]) -> list[str]:
-    """Scan one model with ``scanners``; returns the model-row files written."""
-    torch.set_num_threads(1)
-    store = RunStore(cfg.output, cfg.run_id)
+def subject(cfg: ScanConfig, spec: Any, trust_code: bool) -> tuple[torch.nn.Module, Dataset, dict[str, Any]]:
+    """(model, its images, the row's ground-truth columns) of a zoo spec or a round folder."""
+    if isinstance(spec, RoundModel):
+        model, ds, truth = load_round_model(spec, cfg.round_arch, trust_code)
+        return frozen(model), ds, truth
     entry = ensure_model(spec, cfg.dataset, Path(cfg.zoo_dir), log=lambda _m: None)
-    model = entry.load("cpu").eval().requires_grad_(False)
-    ds = load_dataset(cfg.dataset)
     attack = entry.meta["attack"]
     truth = {"model_id": spec.id, "arch": spec.arch, "attack": attack["type"], "poisoned": attack["type"] != "none",
              "true_target": attack.get("target"), "true_victim": attack.get("victim"),
              "clean_acc": entry.meta["clean_acc"], "asr": entry.meta.get("asr")}
+    return frozen(entry.load("cpu")), load_dataset(cfg.dataset), truth
+
+
+def scan_one(cfg: ScanConfig, spec: Any, scanners: list[ScannerSpec], trust_code: bool = False) -> list[str]:
+    """Scan one model with ``scanners``; returns the model-row files written."""
+    torch.set_num_threads(1)
+    store = RunStore(cfg.output, cfg.run_id)
+    model, ds, truth = subject(cfg, spec, trust_code)
     written = []
     for sc in scanners:
         core = create_method(sc.core, sc.params)
         assert isinstance(core, EpochMethod), sc.core  # ScannerSpec.core names epoch-loop methods only
         base = {**truth, "scanner": sc.name, "kind": sc.kind, "core": sc.core}
         if sc.kind == "karm":
-            r = scan_model(model, ds, core, cfg.karm, cfg.seed, spec.id)
+            params = sc.karm_params(cfg.karm)
+            r = scan_model(model, ds, core, params, cfg.seed, spec.id)
             arms = [{**base, "victim": a.victim, "target": a.target, "size": _finite(s), "rounds": n}
                     for a, s, n in zip(r.arms, r.arm_sizes, r.arm_rounds)]
             row = {**base, "decision": r.trojaned, "score": _finite(r.score), "arm_victim": r.arm.victim,
-                   "arm_target": r.arm.target, "rounds": r.rounds, "seconds": r.seconds, **trigger_columns(r.trigger)}
+                   "arm_target": r.arm.target, "rounds": r.rounds, "seconds": r.seconds,
+                   "threshold": bound(params, r.arm), **trigger_columns(r.trigger)}
         else:
             m = mad_scan(model, ds, core, cfg.mad_attack_size, cfg.seed, spec.id)
             arms = [{**base, "victim": None, "target": t, "size": None if math.isnan(s) else s, "rounds": 1}
@@ -80,9 +93,11 @@ def scan_one(cfg: ScanConfig, spec: Any, scanners: list[ScannerSpec]) -> list[st
             flagged = m.flagged[0] if m.flagged else None
             row = {**base, "decision": m.trojaned, "score": None if math.isnan(m.score) else min(m.score, 1e9),
                    "arm_victim": None, "arm_target": flagged, "rounds": 1, "seconds": m.seconds,
+                   "threshold": MAD_THRESHOLD,
                    **trigger_columns(None if flagged is None else m.triggers[flagged])}
         store.write_parquet(_path(ARM_DIR, spec.id, sc.name), pa.Table.from_pylist(arms))
         written.append(store.write_parquet(_path(MODEL_DIR, spec.id, sc.name), pa.Table.from_pylist([row])))
+        failpoints.hit("scan.model_row")
     return written
 
 
@@ -97,21 +112,25 @@ def pending(cfg: ScanConfig, store: RunStore, specs: list[Any]) -> list[tuple[An
     return out
 
 
-def execute(cfg: ScanConfig, config_yaml: str, log: Any = print) -> RunStore:
+def execute(cfg: ScanConfig, config_yaml: str, log: Any = print, trust_code: bool = False) -> RunStore:
     """Run (or resume) the scan of ``cfg``; returns its store.
 
-    A new run's folder is created only once its dataset loaded and Ray is up, so a scan that
-    cannot start (a missing dataset root, no Ray) leaves no empty run folder behind."""
+    A new run's folder is created only once its dataset loaded (or its round's folders were
+    checked) and Ray is up, so a scan that cannot start (a missing dataset root, an untrusted
+    TorchScript model, no Ray) leaves no empty run folder behind."""
     import ray
 
     from farm.cluster import connect
 
-    problems = dataset_root_problems({"dataset": cfg.dataset})
+    problems = [] if cfg.round_dir else dataset_root_problems({"dataset": cfg.dataset})
     if problems:
         raise ConfigError(problems)
     store = RunStore(cfg.output, cfg.run_id)
-    num_classes = load_dataset(cfg.dataset).num_classes
-    specs = zoo_specs(cfg, num_classes)
+    if store.exists() and store.config_yaml() != config_yaml:
+        raise FarmError(f"scan run {cfg.run_id!r} under {cfg.output!r} was started with another config; "
+                        f"choose another run_id or restore {store.run_dir}/config.yaml")
+    specs: list[Any] = (round_models(cfg.round_dir, trust_code) if cfg.round_dir
+                        else zoo_specs(cfg, load_dataset(cfg.dataset).num_classes))
     work = pending(cfg, store, specs)
     log(f"scan {cfg.run_id}: {len(specs)} models x {len(cfg.scanners)} scanners, {len(work)} model(s) to do")
     if work:
@@ -121,7 +140,7 @@ def execute(cfg: ScanConfig, config_yaml: str, log: Any = print) -> RunStore:
     if not work:
         return store
     task = ray.remote(num_cpus=1, max_retries=2)(scan_one)
-    refs = {task.remote(cfg, spec, todo): spec.id for spec, todo in work}
+    refs = {task.remote(cfg, spec, todo, trust_code): spec.id for spec, todo in work}
     while refs:
         done, _ = ray.wait(list(refs), num_returns=1)
         model_id = refs.pop(done[0])

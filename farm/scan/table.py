@@ -56,9 +56,11 @@ def table8(models: pd.DataFrame) -> pd.DataFrame:
     """One row per (scanner, attack type): clean models are shared by every attack type.
 
     Accuracy and TPR in percent, as the paper's Table 8 and every other farm table report
-    rates; ROC-AUC stays a probability in [0, 1], as it is conventionally read."""
+    rates; ROC-AUC stays a probability in [0, 1], as it is conventionally read. Models whose
+    ground truth is unknown (a round folder without ground_truth.csv) are left out."""
     out = []
-    for scanner, rows in models.groupby("scanner", sort=True):
+    known = models[models["poisoned"].notna()].astype({"poisoned": bool})
+    for scanner, rows in known.groupby("scanner", sort=True):
         clean = rows[~rows["poisoned"]]
         for attack in ["all", *sorted(rows.loc[rows["poisoned"], "attack"].unique())]:
             sub = rows if attack == "all" else pd.concat([clean, rows[rows["attack"] == attack]])
