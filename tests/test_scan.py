@@ -316,7 +316,8 @@ def test_tune_bounds_sets_each_arm_type_apart_and_keeps_an_unused_one():
                          "arm_victim": [None, None, None, 3, 4], "poisoned": [True, False, False, True, False],
                          "threshold": [0.0343, 0.0343, 0.0343, PAIR_BOUND, PAIR_BOUND]})
     mad = rows.assign(scanner="mad-nc", kind="mad")  # not a K-Arm scanner: no bounds
-    t = tune_bounds(pd.concat([rows, mad])).set_index("arm_type")
+    unknown = rows.iloc[:1].assign(poisoned=None, score=0.5)  # no ground truth: not used
+    t = tune_bounds(pd.concat([rows, mad, unknown])).set_index("arm_type")
     assert list(t["scanner"]) == ["karm-ours", "karm-ours"]
     assert t.loc["global", "bound"] == pytest.approx((0.01 * 0.3) ** 0.5) and t.loc["global", "right"] == 3
     assert t.loc["global", "old_right"] == 3

@@ -5,10 +5,11 @@ images; ours measures a trigger in pixels and other data sets have other trigger
 the bounds must be re-tuned on models that the evaluation does not use. A model's decision
 uses the bound of its chosen arm's type (global: all-to-one, pair: label-specific), so the two
 bounds separate: each is set independently to the threshold that decides the most held-out
-models of its arm type correctly. An arm type whose held-out models are all poisoned (or all
-clean) does not place its threshold (anything past one end decides them all): its bound is kept. Among equally good thresholds the one in the widest gap
+models of its arm type correctly. Among equally good thresholds the one in the widest gap
 between neighbouring scores wins, taken as the geometric midpoint (sizes are shares of the area
-spanning decades, so a ratio is the natural margin).
+spanning decades, so a ratio is the natural margin). An arm type whose held-out models are all
+poisoned (or all clean) does not place its threshold (anything past one end decides them all):
+its bound is kept. Models without ground truth (a round folder without it) are not used.
 
 Caveat, stated with the result: K-Arm also STOPS once an arm is below its bound, so the
 held-out scores were produced under the old bounds; a lower bound lets a scan run longer and
@@ -53,7 +54,8 @@ def tune_bounds(models: pd.DataFrame) -> pd.DataFrame:
     """One row per K-Arm scanner and arm type of a scan run's model rows: the tuned bound,
     the models of that arm type it decides right, and the current bound's count beside it."""
     rows = []
-    for scanner, sub in models[models["kind"] == "karm"].groupby("scanner", sort=True):
+    known = models[(models["kind"] == "karm") & models["poisoned"].notna()]
+    for scanner, sub in known.groupby("scanner", sort=True):
         arm_type = np.where(sub["arm_victim"].isna(), "global", "pair")
         scores = sub["score"].astype(float).to_numpy()
         poisoned = sub["poisoned"].to_numpy(bool)
