@@ -86,6 +86,10 @@ class AttackSpec:
     patch_size: int = 3  # side of the square patch (badnets / label_specific)
     poison_rate: float = 0.1  # share of training images stamped and relabelled
     blend_alpha: float = 0.15  # blend attack only
+    # patch attacks: the whole square, or a random polygon inside it (TrojAI-like shapes)
+    shape: Literal["square", "polygon"] = "square"
+    # patch attacks: the bottom-right corner (1-pixel margin), or a place drawn from the seed
+    position: Literal["corner", "random"] = "corner"
 
     def check(self) -> list[str]:
         out = []
@@ -99,6 +103,9 @@ class AttackSpec:
             out.append(f"patch_size: must be >= 1, got {self.patch_size}")
         if self.victim is not None and self.victim == self.target:
             out.append("victim: must differ from target")
+        for name, default in (("shape", "square"), ("position", "corner")):
+            if self.type == "blend" and getattr(self, name) != default:
+                out.append(f"{name}: only patch attacks (badnets, label_specific) have one; blend covers the image")
         return out
 
 

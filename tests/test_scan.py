@@ -200,6 +200,27 @@ def test_a_run_id_started_with_another_config_is_refused_before_anything_runs(tm
             execute(cfg, "seed: 1\n", log=lambda _m: None)
 
 
+def test_scan_zoo_draws_shapes_and_positions_and_keeps_older_zoos():
+    from farm.scan.config import ScanConfig, ScanZooSpec
+    from farm.scan.zoo import zoo_specs
+
+    def draw(**zoo):
+        return zoo_specs(ScanConfig(zoo=ScanZooSpec(clean=1, **zoo)), 10)
+
+    # One shape and one position (the default): nothing more is drawn, so a zoo drawn before
+    # they existed is the same models (these tuples are what the code before them drew).
+    old = [(s.id, s.attack.type, s.attack.target, s.attack.victim, s.attack.patch_size, s.train.seed)
+           for s in draw(poisoned=5)]
+    assert old == [("clean-000", "none", 0, None, 3, 1826701615), ("blend-001", "blend", 2, None, 2, 1367864807),
+                   ("badnets-002", "badnets", 1, None, 3, 161576974), ("blend-003", "blend", 6, None, 4, 1960127676),
+                   ("blend-004", "blend", 5, None, 2, 1357791199),
+                   ("label_specific-005", "label_specific", 0, 4, 4, 1752032166)]
+    varied = draw(poisoned=30, shapes=("square", "polygon"), positions=("corner", "random"))
+    patches = [s.attack for s in varied if s.attack.type in ("badnets", "label_specific")]
+    assert {a.shape for a in patches} == {"square", "polygon"} and {a.position for a in patches} == {"corner", "random"}
+    assert all(s.attack.shape == "square" and s.attack.position == "corner" for s in varied if s.attack.type == "blend")
+
+
 def test_every_shipped_scan_and_harden_config_is_valid():
     from farm.config import DEFAULT_CONFIG
     from farm.harden.config import load_harden_config

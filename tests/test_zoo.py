@@ -43,6 +43,33 @@ def test_patch_is_stamped_bottom_right_only():
     assert torch.allclose(mixed, 0.8 * x.float() + 0.2 * torch.from_numpy(blend.pattern).float(), atol=0.51)
 
 
+def test_polygon_and_random_position_patches_and_keys_of_older_entries():
+    # Entries cached before shape/position existed keep their key (published results name it).
+    assert zoo_key(spec(type="badnets", target=1), TINY) == "b4de6cd7b505c960"
+    assert zoo_key(spec(type="badnets", target=1, shape="polygon"), TINY) != "b4de6cd7b505c960"
+    square = make_poison(AttackSpec(type="badnets", patch_size=6), (3, 32, 32), seed=4)
+    poly = make_poison(AttackSpec(type="badnets", patch_size=6, shape="polygon", position="random"), (3, 32, 32), 4)
+    assert np.array_equal(poly.pattern, square.pattern)  # drawn after the pattern: same colours
+    assert poly.mask is not None and 0 < poly.trigger_pixels == poly.mask.sum() < 36
+    assert 1 <= poly.top <= 32 - 1 - 6 and 1 <= poly.left <= 32 - 1 - 6
+    assert (poly.top, poly.left) != (25, 25)  # not the corner (for this seed)
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    out = poly.stamp(x)
+    changed = (out != x).any(dim=(0, 1))
+    inside = torch.zeros(32, 32, dtype=torch.bool)
+    inside[poly.top:poly.top + 6, poly.left:poly.left + 6] = torch.from_numpy(poly.mask)
+    assert not changed[~inside].any()  # only the polygon's pixels are stamped, with the pattern
+    region = out[:, :, poly.top:poly.top + 6, poly.left:poly.left + 6]
+    assert (region[:, :, torch.from_numpy(poly.mask)] == torch.from_numpy(poly.pattern)[:, poly.mask]).all()
+    meta = poly.meta()
+    assert meta["shape"] == "polygon" and np.array_equal(np.array(meta["mask"], dtype=bool), poly.mask)
+    assert "shape" not in square.meta()
+    with pytest.raises(Exception, match="shape: only patch attacks"):
+        from farm.schema import build
+
+        build(AttackSpec, {"type": "blend", "shape": "polygon"})
+
+
 def test_poison_plans():
     labels = np.repeat(np.arange(10), 100)
     src, stamp, new = poison_plan(AttackSpec(type="badnets", target=3, poison_rate=0.1), labels, 0)

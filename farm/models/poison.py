@@ -29,10 +29,14 @@ class Poison:
     top: int
     left: int
     alpha: float | None = None  # blend only
+    mask: np.ndarray | None = None  # polygon patches: p×p bool, the pixels stamped (None: all)
 
     @property
     def trigger_pixels(self) -> int:
-        """Pixels (h, w) the trigger changes: p² for a patch, H·W for a blend."""
+        """Pixels (h, w) the trigger changes: p² for a square patch (the polygon's pixels for
+        a polygon), H·W for a blend."""
+        if self.mask is not None:
+            return int(self.mask.sum())
         return int(self.pattern.shape[1] * self.pattern.shape[2])
 
     def stamp(self, x: torch.Tensor) -> torch.Tensor:
@@ -43,7 +47,11 @@ class Poison:
             mixed = (1 - self.alpha) * out.float() + self.alpha * pat.float()
             return mixed.round().clamp(0, 255).to(torch.uint8)
         p = pat.shape[-1]
-        out[:, :, self.top:self.top + p, self.left:self.left + p] = pat
+        region = out[:, :, self.top:self.top + p, self.left:self.left + p]
+        if self.mask is None:
+            region[:] = pat
+        else:
+            region[:] = torch.where(torch.from_numpy(self.mask).to(x.device), pat, region)
         return out
 
     def meta(self) -> dict[str, Any]:
@@ -54,6 +62,7 @@ class Poison:
             "location": [self.top, self.left], "blend_alpha": self.alpha,
             "trigger_pixels": self.trigger_pixels, "pattern": self.pattern.tolist(),
             "pattern_scale": 255,  # pattern values are uint8; divide by this for [0,1]
+            **({} if self.mask is None else {"shape": "polygon", "mask": self.mask.astype(int).tolist()}),
         }
 
 
@@ -61,7 +70,10 @@ def make_poison(attack: AttackSpec, image_shape: tuple[int, int, int], seed: int
     """The trigger of ``attack`` (None for a clean model), drawn from ``seed``.
 
     Patches are saturated colours (each channel 0 or 255) so that a 3×3 patch is a salient,
-    learnable feature; they sit at the bottom-right corner with a 1-pixel margin.
+    learnable feature; they sit at the bottom-right corner with a 1-pixel margin, or anywhere
+    with that margin (``position: random``), and cover the square or a random convex polygon
+    inside it (``shape: polygon``). Both are drawn after the pattern, so a square corner patch
+    is the same as before they existed.
     """
     if attack.type == "none":
         return None
@@ -74,7 +86,31 @@ def make_poison(attack: AttackSpec, image_shape: tuple[int, int, int], seed: int
     if p + 1 > min(h, w):
         raise ValueError(f"attack.patch_size {p} does not fit a {h}×{w} image with a 1-pixel margin")
     pattern = (rng.integers(0, 2, size=(c, p, p)) * 255).astype(np.uint8)
-    return Poison(attack.type, attack.target, attack.victim, pattern, h - 1 - p, w - 1 - p)
+    top, left = h - 1 - p, w - 1 - p
+    if attack.position == "random":
+        top, left = int(rng.integers(1, h - p)), int(rng.integers(1, w - p))
+    mask = polygon_mask(p, rng) if attack.shape == "polygon" else None
+    return Poison(attack.type, attack.target, attack.victim, pattern, top, left, mask=mask)
+
+
+def polygon_mask(p: int, rng: np.random.Generator) -> np.ndarray:
+    """A random polygon (5-8 vertices at jittered, evenly spread angles and random radii around
+    the centre, so star-convex and never a sliver) rasterised on a p×p grid by pixel centre;
+    never empty (the centre pixel at least)."""
+    k = int(rng.integers(5, 9))
+    angles = (np.arange(k) + rng.uniform(-0.3, 0.3, k)) * 2 * np.pi / k + rng.uniform(0, 2 * np.pi)
+    radii = rng.uniform(0.6, 1.0, k) * p / 2
+    vx, vy = p / 2 + radii * np.cos(angles), p / 2 + radii * np.sin(angles)
+    yy, xx = np.mgrid[0:p, 0:p] + 0.5
+    inside = np.zeros((p, p), dtype=bool)
+    for i in range(k):  # even-odd rule: count polygon edges crossed by a ray to the right
+        x0, y0, x1, y1 = vx[i], vy[i], vx[(i + 1) % k], vy[(i + 1) % k]
+        crosses = (y0 > yy) != (y1 > yy)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x_at = x0 + (yy - y0) * (x1 - x0) / (y1 - y0)
+        inside ^= crosses & (xx < x_at)
+    inside[p // 2, p // 2] = True
+    return inside
 
 
 def poison_plan(attack: AttackSpec, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

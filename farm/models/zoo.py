@@ -50,10 +50,19 @@ class ZooEntry:
                                tuple(m["image_shape"]), m["mean"], m["std"], device)
 
 
+# Attack fields added after zoo entries were cached (and published by key): left out of the key
+# at their default, so every existing entry keeps its key and its weights.
+ATTACK_FIELDS_SINCE_V1 = {"shape": "square", "position": "corner"}
+
+
 def zoo_key(spec: ModelSpec, dataset_spec: DatasetSpec) -> str:
     """16 hex chars of sha256 over everything that determines the trained weights."""
     data_version = DATASETS[dataset_spec.name].version if dataset_spec.name in DATASETS else 0
-    ident = {"version": ZOO_VERSION, "arch": spec.arch, "attack": to_dict(spec.attack),
+    attack = to_dict(spec.attack)
+    for name, default in ATTACK_FIELDS_SINCE_V1.items():  # unset: the key of the zoo they predate
+        if attack.get(name) == default:
+            del attack[name]
+    ident = {"version": ZOO_VERSION, "arch": spec.arch, "attack": attack,
              "train": to_dict(spec.train), "dataset": to_dict(dataset_spec), "data_version": data_version}
     blob = json.dumps(ident, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

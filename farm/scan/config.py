@@ -23,6 +23,8 @@ class ScanZooSpec:
     archs: tuple[str, ...] = ("small_cnn",)
     attacks: tuple[Literal["badnets", "blend", "label_specific"], ...] = ("badnets", "blend", "label_specific")
     patch_sizes: tuple[int, ...] = (2, 3, 4)
+    shapes: tuple[Literal["square", "polygon"], ...] = ("square",)  # patch shape drawn per patch attack
+    positions: tuple[Literal["corner", "random"], ...] = ("corner",)  # patch place drawn per patch attack
     seed: int = 0  # draws of arch/attack/target/victim/patch and each model's training seed
     train: TrainSpec = field(default_factory=TrainSpec)
 
@@ -33,7 +35,7 @@ class ScanZooSpec:
                 out.append(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.clean + self.poisoned < 1:
             out.append("clean/poisoned: the zoo needs at least one model")
-        for name in ("archs", "attacks", "patch_sizes"):
+        for name in ("archs", "attacks", "patch_sizes", "shapes", "positions"):
             if not getattr(self, name):
                 out.append(f"{name}: must list at least one value")
         return out
