@@ -84,7 +84,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_scan_config(path: str | None) -> bool:
+    """A `farm scan` config (it names scanners or a scan zoo, no models) rather than a run config."""
+    if path is None:
+        return False
+    from farm.config import load_raw
+
+    raw = load_raw(path)
+    return isinstance(raw, dict) and "models" not in raw and ("scanners" in raw or "zoo" in raw)
+
+
+def _scan_zoo(args: argparse.Namespace) -> int:
+    """`farm zoo SCAN_CONFIG`: train (or reuse) the scan zoo's M clean + M poisoned models in this
+    process, so `farm scan` finds them cached; one line per model with its drawn attack."""
+    from farm.data import load_dataset
+    from farm.models.zoo import ensure_model
+    from farm.scan.config import load_scan_config
+    from farm.scan.zoo import zoo_specs
+
+    if args.set or args.address:
+        raise FarmError("farm zoo: --set and --address apply to run configs; a scan config's zoo trains here, "
+                        "or inside `farm scan` on its Ray")
+    cfg = load_scan_config(args.config)
+    if cfg.round_dir:
+        raise FarmError(f"farm zoo: {args.config} scans the TrojAI round {cfg.round_dir}; there is no zoo to train")
+    specs = zoo_specs(cfg, load_dataset(cfg.dataset).num_classes)
+    rows = []
+    for i, spec in enumerate(specs, 1):
+        print(f"[{i}/{len(specs)}] {spec.id}")
+        entry = ensure_model(spec, cfg.dataset, Path(cfg.zoo_dir), log=print)
+        a = spec.attack
+        what = a.type if a.type in ("none", "blend") else f"{a.type} {a.patch_size}px {a.shape} {a.position}"
+        rows.append(f"  {spec.id:22s} {spec.arch:10s} {what:38s} target={a.target if a.type != 'none' else '-'} "
+                    f"clean_acc={_pct(entry.meta.get('clean_acc'))} asr={_pct(entry.meta.get('asr'))}")
+    print(f"\nscan zoo of {args.config}: {len(specs)} models in {cfg.zoo_dir}")
+    print("\n".join(rows))
+    return 0
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
+    if _is_scan_config(args.config):
+        return _scan_zoo(args)
     cfg = _config(args)
     from farm.prepare import prepare_models, zoo_dir
 
@@ -311,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     sp.set_defaults(func=cmd_validate)
 
-    sp = sub.add_parser("zoo", help="train (or reuse) the config's zoo models and print their accuracy/ASR")
+    sp = sub.add_parser("zoo", help="train (or reuse) the config's zoo models and print their accuracy/ASR "
+                        "(a `farm scan` config: its M clean + M poisoned scan zoo)")
     with_config(sp)
     sp.add_argument("--address", help="Ray address: train missing models as tasks there ('auto': running cluster)")
     sp.add_argument("--trust-code", action="store_true", help=TRUST_HELP)

@@ -221,6 +221,31 @@ def test_scan_zoo_draws_shapes_and_positions_and_keeps_older_zoos():
     assert all(s.attack.shape == "square" and s.attack.position == "corner" for s in varied if s.attack.type == "blend")
 
 
+def test_farm_zoo_trains_a_scan_config_s_zoo_that_farm_scan_then_reuses(tmp_path, capsys):
+    import yaml
+
+    from farm.cli import main
+    from farm.data import load_dataset
+    from farm.models.zoo import zoo_key
+    from farm.scan.config import load_scan_config
+    from farm.scan.zoo import zoo_specs
+
+    path = tmp_path / "scan.yaml"
+    path.write_text(yaml.safe_dump({
+        "run_id": "z", "output": str(tmp_path / "out"), "zoo_dir": str(tmp_path / "zoo"),
+        "dataset": {"name": "synthetic", "params": {"num_classes": 4, "train_per_class": 20, "test_per_class": 4}},
+        "zoo": {"clean": 1, "poisoned": 2, "attacks": ["badnets"], "shapes": ["polygon"], "positions": ["random"],
+                "train": {"epochs": 1}}}))
+    assert main(["zoo", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "scan zoo of" in out and out.count("polygon random") == 2, out  # the two poisoned models' lines
+    cfg = load_scan_config(path)
+    specs = zoo_specs(cfg, load_dataset(cfg.dataset).num_classes)
+    assert all((tmp_path / "zoo" / zoo_key(s, cfg.dataset) / "meta.json").is_file() for s in specs)
+    assert main(["zoo", str(path), "--set", "run.seed=1"]) == 2  # run-config options are refused
+    assert "apply to run configs" in capsys.readouterr().err
+
+
 def test_every_shipped_scan_and_harden_config_is_valid():
     from farm.config import DEFAULT_CONFIG
     from farm.harden.config import load_harden_config
