@@ -76,6 +76,9 @@ class DatasetSpec:
         return problems + DATASETS[self.name].check_spec(self)
 
 
+PATCH_ONLY = ("shape", "position")  # AttackSpec fields only patch attacks set
+
+
 @dataclass(frozen=True)
 class AttackSpec:
     """Ground truth of a zoo model's backdoor (or of a user model, where known)."""
@@ -103,8 +106,8 @@ class AttackSpec:
             out.append(f"patch_size: must be >= 1, got {self.patch_size}")
         if self.victim is not None and self.victim == self.target:
             out.append("victim: must differ from target")
-        for name, default in (("shape", "square"), ("position", "corner")):
-            if self.type == "blend" and getattr(self, name) != default:
+        for name in PATCH_ONLY:
+            if self.type == "blend" and getattr(self, name) != AttackSpec.__dataclass_fields__[name].default:
                 out.append(f"{name}: only patch attacks (badnets, label_specific) have one; blend covers the image")
         return out
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from farm.config import DatasetSpec, ModelSpec, TrainSpec
+from farm.config import AttackSpec, DatasetSpec, ModelSpec, TrainSpec
 from farm.data import DATASETS, Dataset, load_dataset
 from farm.models import build_model
 from farm.metrics import predict
@@ -52,7 +52,7 @@ class ZooEntry:
 
 # Attack fields added after zoo entries were cached (and published by key): left out of the key
 # at their default, so every existing entry keeps its key and its weights.
-ATTACK_FIELDS_SINCE_V1 = {"shape": "square", "position": "corner"}
+ATTACK_FIELDS_SINCE_V1 = {name: AttackSpec.__dataclass_fields__[name].default for name in ("shape", "position")}
 
 
 def zoo_key(spec: ModelSpec, dataset_spec: DatasetSpec) -> str:

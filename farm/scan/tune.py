@@ -64,18 +64,12 @@ def tune_bounds(models: pd.DataFrame) -> pd.DataFrame:
             sel = arm_type == name
             old = current[sel].dropna().unique()
             old_bound = float(old[0]) if len(old) == 1 else default
-            if not sel.any():
-                rows.append({"scanner": scanner, "arm_type": name, "models": 0, "poisoned": 0, "bound": old_bound,
-                             "right": 0, "margin_ratio": math.nan, "old_bound": old_bound, "old_right": 0,
-                             "note": "no model chose this arm type: kept"})
-                continue
             old_right = int(((scores[sel] < old_bound) == poisoned[sel]).sum())
             base = {"scanner": scanner, "arm_type": name, "models": int(sel.sum()), "poisoned": int(poisoned[sel].sum()),
                     "old_bound": old_bound, "old_right": old_right}
-            if poisoned[sel].all() or not poisoned[sel].any():
-                # Every threshold past one end decides them all right: the data do not place it.
-                rows.append({**base, "bound": old_bound, "right": old_right, "margin_ratio": math.nan,
-                             "note": "one class only: not identified, kept"})
+            if poisoned[sel].all() or not poisoned[sel].any():  # no model, or one class: nothing places it
+                note = "one class only: not identified, kept" if sel.any() else "no model chose this arm type: kept"
+                rows.append({**base, "bound": old_bound, "right": old_right, "margin_ratio": math.nan, "note": note})
                 continue
             thr, right, gap = best_threshold(scores[sel], poisoned[sel])
             rows.append({**base, "bound": thr, "right": right, "margin_ratio": gap, "note": ""})
