@@ -112,6 +112,21 @@ class AttackSpec:
         return out
 
 
+# Fields added to AttackSpec after zoo keys and run hashes were first written. At their default
+# they are left out of both identities, so a zoo entry trained and a run started before they
+# existed keep their key and hash (the zoo is reused, the run resumes) across the upgrade.
+ATTACK_FIELDS_SINCE_V1 = ("shape", "position")
+
+
+def attack_identity(attack: AttackSpec) -> dict[str, Any]:
+    """The attack as hashed into zoo keys and config hashes (later fields omitted at default)."""
+    out = to_dict(attack)
+    for name in ATTACK_FIELDS_SINCE_V1:
+        if out.get(name) == AttackSpec.__dataclass_fields__[name].default:
+            del out[name]
+    return out
+
+
 @dataclass(frozen=True)
 class TrainSpec:
     epochs: int = 6
@@ -345,7 +360,10 @@ class Config:
         d = to_dict(self)
         # trust_code decides whether a file may be loaded, not what it computes: granting it
         # with --trust-code must not change the run's identity (resume keeps working).
-        d["models"] = [{k: v for k, v in m.items() if k != "trust_code"} for m in d["models"]]
+        # Attack fields newer than a run keep its hash at their default (attack_identity).
+        d["models"] = [{k: v for k, v in m.items() if k != "trust_code"}
+                       | {"attack": attack_identity(spec.attack)}
+                       for m, spec in zip(d["models"], self.models)]
         return {k: d[k] for k in ("datasets", "models", "methods", "pairs")} | {"seed": self.run.seed}
 
     def hash(self) -> str:

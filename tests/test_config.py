@@ -1,7 +1,10 @@
 """Config schema: defaults, every error at once with its path, overrides, hashing."""
 from __future__ import annotations
 
+import json
 import textwrap
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +12,8 @@ from farm.config import DEFAULT_CONFIG, ConfigError, config_from_dict, load_conf
 from farm.methods import METHODS
 from farm.methods.nc import NCParams
 from farm.methods.pixel import PixelParams
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def minimal(**extra):
@@ -116,6 +121,18 @@ def test_hash_tracks_results_not_resources():
     b = config_from_dict(minimal(cluster={"pairs_per_batch": 3}, tracking={"enabled": False}))
     c = config_from_dict(minimal(run={"seed": 1}))
     assert a.hash() == b.hash() and a.hash() != c.hash()
+
+
+def test_hash_of_a_published_run_survives_later_attack_fields():
+    """Fields added to AttackSpec since (shape, position) must not orphan a stored run: the CW
+    run published in docs/results/fashion-mnist/gpu-cw resumes only if its hash is unchanged."""
+    cfg = load_config(ROOT / "configs/paper/fashion-mnist-gpu.yaml",
+                      ["methods=[{name: cw}]", "run.id=fashion-mnist-gpu-cw"])
+    published = json.loads((ROOT / "docs/results/fashion-mnist/gpu-cw/run-manifest.json").read_text())
+    assert cfg.hash() == published["config_hash"] == "e1fbad55512b50c2"
+    polygon = replace(cfg, models=[replace(m, attack=replace(m.attack, shape="polygon"))
+                                   if m.attack.type == "badnets" else m for m in cfg.models])
+    assert polygon.hash() != cfg.hash()  # a non-default value is part of the identity
 
 
 def test_yaml_round_trip(tmp_path):

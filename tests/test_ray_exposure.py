@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -124,12 +125,14 @@ def test_local_ray_listens_on_loopback_needs_the_token_and_serves_no_metrics():
         assert not public, f"Ray listens beyond loopback: {public}"
         assert info["gcs"].startswith("127.0.0.1:")
         answered, bodies = {}, {}
-        for ip, port, name in info["ports"]:
-            for path in ("/metrics", "/api/version", "/get_runtime_envs_info"):
-                got = _http_get(ip, port, path)
+        probes = [(name, ip, port, path) for ip, port, name in info["ports"]
+                  for path in ("/metrics", "/api/version", "/get_runtime_envs_info")]
+        # All at once: a gRPC port holds a plain HTTP request until its 3 s timeout, one by one
+        # those waits added up to most of this test's time.
+        with ThreadPoolExecutor(max_workers=len(probes)) as pool:
+            for key, got in zip(probes, pool.map(lambda k: _http_get(k[1], k[2], k[3]), probes)):
                 if got is not None:
-                    answered[(name, ip, port, path)] = got[0]
-                    bodies[(name, ip, port, path)] = got[1]
+                    answered[key], bodies[key] = got
         print("HTTP answers without a token:", answered)
         open_ = [k for k, status in answered.items() if status == 200]
         # Every Ray agent refuses a caller without the token; the only open answers allowed are

@@ -232,7 +232,8 @@ def test_zoo_on_non_32px_few_class_imagefolder(roots, tmp_path):
     assert entry.load()(torch.rand(1, 3, 40, 40)).shape == (1, 3)
 
 
-@pytest.mark.parametrize("name", ["cifar10-resnet20", "svhn-nin", "gtsrb-resnet20", "imagenet-resnet50-pairs"])
+@pytest.mark.parametrize("name", ["cifar10-resnet20", "svhn-nin", "gtsrb-resnet20", "imagenet-resnet50-pairs",
+                                  "fashion-mnist", "fashion-mnist-gpu", "fashion-mnist-gpu-resnet20"])
 def test_paper_configs_validate(name):
     cfg = load_config(REPO / "configs" / "paper" / f"{name}.yaml")
     ours = next(m for m in cfg.methods if m.name == "ours")

@@ -183,32 +183,28 @@ def test_pair_table_for_sampled_pairs(data):
 
 
 @pytest.mark.slow
-def test_farm_run_then_tables_logs_to_mlflow(tmp_path, monkeypatch):
-    """farm run, then farm tables --align (aligns on Ray, the models being here) into sqlite MLflow."""
+def test_farm_run_then_tables_logs_to_mlflow(tmp_path, local_ray):
+    """farm run, then farm tables --align (aligns on Ray, the models being here) into sqlite MLflow;
+    both on the session's local Ray (the CLI reuses an initialised Ray: a Ray start is ~10 s)."""
     import mlflow
-    import ray
 
     from e2e_util import tiny_config, write_config
     from farm.cli import main
     from farm.tracking import run_artifact_dir
 
-    monkeypatch.setenv("RAY_ADDRESS", "local")  # never join another session's Ray on a shared machine
     cfg = tiny_config(tmp_path)
     cfg["run"]["id"] = "e2e-tables"
     cfg["models"] = cfg["models"][1:]
     cfg["methods"] = [{"name": "ours", "params": {"epochs": 2}}, {"name": "nc", "params": {"epochs": 2}}]
     cfg["pairs"] = {"mode": "sample", "sample": 4, "victim_images": 8, "batch_size": 8, "heldout_images": 6}
     path = write_config(tmp_path / "c.yaml", cfg)
-    try:
-        assert main(["run", str(path)]) == 0  # its Ray stays up: --align below reuses it (a Ray start is ~10 s)
-        out = tmp_path / "tables"
-        assert main(["tables", "e2e-tables", "--output", str(tmp_path), "--out", str(out), "--format", "md,csv,tex",
-                     "--align"]) == 0
-        other = f"sqlite:///{tmp_path / 'other.db'}"
-        assert main(["tables", "e2e-tables", "--output", str(tmp_path), "--out", str(tmp_path / "t2"),
-                     "--tracking-uri", other]) == 0
-    finally:
-        ray.shutdown()
+    assert main(["run", str(path)]) == 0
+    out = tmp_path / "tables"
+    assert main(["tables", "e2e-tables", "--output", str(tmp_path), "--out", str(out), "--format", "md,csv,tex",
+                 "--align"]) == 0
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    assert main(["tables", "e2e-tables", "--output", str(tmp_path), "--out", str(tmp_path / "t2"),
+                 "--tracking-uri", other]) == 0
     assert (tmp_path / "e2e-tables" / "align").is_dir()
     t9 = pd.read_csv(out / "table9_pairs.csv")
     assert len(t9) == 4 and "ours px" in t9.columns

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from farm.config import AttackSpec, DatasetSpec, ModelSpec, TrainSpec
+from farm.config import DatasetSpec, ModelSpec, TrainSpec, attack_identity
 from farm.data import DATASETS, Dataset, load_dataset
 from farm.models import build_model
 from farm.metrics import predict
@@ -50,19 +50,10 @@ class ZooEntry:
                                tuple(m["image_shape"]), m["mean"], m["std"], device)
 
 
-# Attack fields added after zoo entries were cached (and published by key): left out of the key
-# at their default, so every existing entry keeps its key and its weights.
-ATTACK_FIELDS_SINCE_V1 = {name: AttackSpec.__dataclass_fields__[name].default for name in ("shape", "position")}
-
-
 def zoo_key(spec: ModelSpec, dataset_spec: DatasetSpec) -> str:
     """16 hex chars of sha256 over everything that determines the trained weights."""
     data_version = DATASETS[dataset_spec.name].version if dataset_spec.name in DATASETS else 0
-    attack = to_dict(spec.attack)
-    for name, default in ATTACK_FIELDS_SINCE_V1.items():  # unset: the key of the zoo they predate
-        if attack.get(name) == default:
-            del attack[name]
-    ident = {"version": ZOO_VERSION, "arch": spec.arch, "attack": attack,
+    ident = {"version": ZOO_VERSION, "arch": spec.arch, "attack": attack_identity(spec.attack),
              "train": to_dict(spec.train), "dataset": to_dict(dataset_spec), "data_version": data_version}
     blob = json.dumps(ident, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -131,16 +122,41 @@ def write_manifest(zoo_dir: Path) -> Path:
 
 # ---- training ----------------------------------------------------------------------------
 def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random crop (zero padding ``_PAD``) and horizontal flip of uint8 images, per sample."""
+    """Random crop (zero padding ``_PAD``) and horizontal flip of uint8 images, per sample.
+
+    The random draws come from ``gen`` on the host and only they travel to ``x.device``: the
+    same seed gives the same augmentation wherever the images live."""
     n, _, h, w = x.shape
+    dev = x.device
     padded = F.pad(x, (_PAD,) * 4)
-    oy = torch.randint(0, 2 * _PAD + 1, (n,), generator=gen)
-    ox = torch.randint(0, 2 * _PAD + 1, (n,), generator=gen)
-    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
-    cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
-    out = padded[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None], rows, cols]
-    flip = torch.rand(n, generator=gen) < 0.5
+    oy = _to_device(torch.randint(0, 2 * _PAD + 1, (n,), generator=gen), dev)
+    ox = _to_device(torch.randint(0, 2 * _PAD + 1, (n,), generator=gen), dev)
+    rows = (oy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, None, :]
+    out = padded[torch.arange(n, device=dev)[:, None, None, None],
+                 torch.arange(x.shape[1], device=dev)[None, :, None, None], rows, cols]
+    flip = _to_device(torch.rand(n, generator=gen) < 0.5, dev)
     return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+def _to_device(t: torch.Tensor, device: str | torch.device) -> torch.Tensor:
+    """Host tensor to ``device``; to a GPU through pinned memory, so the copy does not make the
+    host wait for the kernels queued before it."""
+    if torch.device(device).type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _training_images_on(device: str | torch.device, images: torch.Tensor) -> torch.device:
+    """Where the training set lives during training: on a GPU when it takes at most a quarter
+    of its free memory (each batch is then cropped, flipped and stamped there, with no copy and
+    no host work per step), else on the host (batches are copied per step)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(dev)
+        if images.numel() * images.element_size() <= free // 4:
+            return dev
+    return torch.device("cpu")
 
 
 def train_model(ds: Dataset, spec: ModelSpec, poison: Poison | None,
@@ -158,6 +174,8 @@ def train_model(ds: Dataset, spec: ModelSpec, poison: Poison | None,
     images = images[torch.from_numpy(source)]
     stamp_t, y_all = torch.from_numpy(stamp), torch.from_numpy(new_labels)
     n = len(y_all)
+    home = _training_images_on(device, images)
+    images, stamp_t, y_all = images.to(home), stamp_t.to(home), y_all.to(home)
     gen = torch.Generator().manual_seed(tr.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(tr.seed)
@@ -168,25 +186,30 @@ def train_model(ds: Dataset, spec: ModelSpec, poison: Poison | None,
         total, step = tr.epochs * n_batches, 0
         for epoch in range(tr.epochs):
             model.train()
-            t0, loss_sum, correct = time.perf_counter(), 0.0, 0
+            # Summed on the device and read once per epoch: a host sync per step would stall
+            # a GPU on every batch (the logged numbers are the same).
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
             for idx in torch.tensor_split(torch.randperm(n, generator=gen), n_batches):
+                idx = _to_device(idx, home)
                 x = augment_batch(images[idx], gen)
-                if poison is not None and stamp_t[idx].any():
-                    sel = stamp_t[idx]
-                    x[sel] = poison.stamp(x[sel])
-                y = y_all[idx].to(device)
+                if poison is not None:
+                    # stamped where marked; a select, not a masked write, which would sync a GPU
+                    x = torch.where(stamp_t[idx][:, None, None, None], poison.stamp(x), x)
+                y = _to_device(y_all[idx], device)
                 for g in opt.param_groups:
                     g["lr"] = 0.5 * tr.lr * (1 + math.cos(math.pi * step / total))
-                out = model(x.to(device).float() / 255)
+                out = model(_to_device(x, device).float() / 255)
                 loss = F.cross_entropy(out, y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 step += 1
-                loss_sum += float(loss.detach()) * len(idx)
-                correct += int((out.argmax(1) == y).sum())
-            log(f"zoo: epoch {epoch + 1}/{tr.epochs} loss {loss_sum / n:.4f} "
-                f"train acc {correct / n:.4f} ({time.perf_counter() - t0:.1f}s)")
+                loss_sum += loss.detach().double() * len(idx)
+                correct += (out.argmax(1) == y).sum()
+            log(f"zoo: epoch {epoch + 1}/{tr.epochs} loss {float(loss_sum) / n:.4f} "
+                f"train acc {int(correct) / n:.4f} ({time.perf_counter() - t0:.1f}s)")
     return model.eval()
 
 
