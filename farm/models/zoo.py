@@ -140,9 +140,10 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def _to_device(t: torch.Tensor, device: str | torch.device) -> torch.Tensor:
-    """Host tensor to ``device``; to a GPU through pinned memory, so the copy does not make the
-    host wait for the kernels queued before it."""
-    if torch.device(device).type == "cuda":
+    """``t`` on ``device``: from the host to a GPU through pinned memory, so the copy does not
+    make the host wait for the kernels queued before it; a tensor already there is returned as
+    is (only host tensors can be pinned)."""
+    if t.device.type == "cpu" and torch.device(device).type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
 
