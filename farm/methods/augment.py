@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from farm.host_copy import to_device
 from farm.methods.base import Augment
 
 
@@ -72,14 +73,6 @@ def draw(g: torch.Generator, h: int, w: int, params: AugmentParams = AugmentPara
     return AugmentDraw(angle, *crop_params(g, h, w, params.scale, params.ratio))
 
 
-def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Copy a small CPU tensor (grids, indices, fill) to the images' device without making the
-    host wait for the GPU's queue, which a pageable copy would (the loop has no per-step syncs)."""
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
 def _rotation_grid(angles: Sequence[float], h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
     """P×H×W×2 sampling grid (grid_sample's normalised coordinates) of each pair's rotation about
     the image centre, computed as torchvision's ``rotate_image`` computes its one grid (inverse
@@ -121,7 +114,7 @@ def _rotate(x: torch.Tensor, angles: Sequence[float], fill: torch.Tensor) -> tor
     rotation = _rotation(angles, h, w, x.dtype)
     if rotation is None:
         return x
-    grid, outside = (_to(t, x.device) for t in rotation)
+    grid, outside = (to_device(t, x.device) for t in rotation)
     out = F.grid_sample(x.reshape(p, b * c, h, w), grid, mode="nearest", padding_mode="zeros", align_corners=False)
     # zero padding leaves exactly 0 where a pixel has no source: adding the fill there is exact
     return out.view(p, b, c, h, w) + outside.view(p, 1, 1, h, w) * fill.view(1, 1, c, 1, 1)
@@ -150,9 +143,9 @@ def _resized_crop(x: torch.Tensor, draws: Sequence[AugmentDraw]) -> torch.Tensor
     gx = _crop_axis([d.left for d in sel], [d.width for d in sel], w, x.dtype)
     gy = _crop_axis([d.top for d in sel], [d.height for d in sel], h, x.dtype)
     grid = torch.stack((gx[:, None, :].expand(-1, h, -1), gy[:, :, None].expand(-1, -1, w)), dim=-1)
-    index = _to(torch.tensor(cropped), x.device)
+    index = to_device(torch.tensor(cropped), x.device)
     k = len(cropped)
-    y = F.grid_sample(x[index].reshape(k, b * c, h, w), _to(grid, x.device), mode="bilinear",
+    y = F.grid_sample(x[index].reshape(k, b * c, h, w), to_device(grid, x.device), mode="bilinear",
                       padding_mode="border", align_corners=False)
     return x.index_copy(0, index, y.view(k, b, c, h, w))
 
@@ -169,7 +162,7 @@ def transform(x: torch.Tensor, draws: Sequence[AugmentDraw], fill: Sequence[floa
     if x.shape[0] != len(draws):
         raise ValueError(f"augment: {x.shape[0]} pairs of images but {len(draws)} draws")
     with torch.autocast(x.device.type, enabled=False):
-        fill_t = _to(torch.tensor(list(fill), dtype=x.dtype), x.device)
+        fill_t = to_device(torch.tensor(list(fill), dtype=x.dtype), x.device)
         return _resized_crop(_rotate(x, [d.angle for d in draws], fill_t), draws)
 
 

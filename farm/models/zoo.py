@@ -26,6 +26,7 @@ from torch import nn
 
 from farm.config import DatasetSpec, ModelSpec, TrainSpec, attack_identity
 from farm.data import DATASETS, Dataset, load_dataset
+from farm.host_copy import to_device
 from farm.models import build_model
 from farm.metrics import predict
 from farm.models.loading import load_checkpoint, save_state_dict
@@ -129,23 +130,14 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     n, _, h, w = x.shape
     dev = x.device
     padded = F.pad(x, (_PAD,) * 4)
-    oy = _to_device(torch.randint(0, 2 * _PAD + 1, (n,), generator=gen), dev)
-    ox = _to_device(torch.randint(0, 2 * _PAD + 1, (n,), generator=gen), dev)
+    oy = to_device(torch.randint(0, 2 * _PAD + 1, (n,), generator=gen), dev)
+    ox = to_device(torch.randint(0, 2 * _PAD + 1, (n,), generator=gen), dev)
     rows = (oy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
     cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, None, :]
     out = padded[torch.arange(n, device=dev)[:, None, None, None],
                  torch.arange(x.shape[1], device=dev)[None, :, None, None], rows, cols]
-    flip = _to_device(torch.rand(n, generator=gen) < 0.5, dev)
+    flip = to_device(torch.rand(n, generator=gen) < 0.5, dev)
     return torch.where(flip[:, None, None, None], out.flip(3), out)
-
-
-def _to_device(t: torch.Tensor, device: str | torch.device) -> torch.Tensor:
-    """``t`` on ``device``: from the host to a GPU through pinned memory, so the copy does not
-    make the host wait for the kernels queued before it; a tensor already there is returned as
-    is (only host tensors can be pinned)."""
-    if t.device.type == "cpu" and torch.device(device).type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
 
 
 def _training_images_on(device: str | torch.device, images: torch.Tensor) -> torch.device:
@@ -193,15 +185,15 @@ def train_model(ds: Dataset, spec: ModelSpec, poison: Poison | None,
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             correct = torch.zeros((), dtype=torch.int64, device=device)
             for idx in torch.tensor_split(torch.randperm(n, generator=gen), n_batches):
-                idx = _to_device(idx, home)
+                idx = to_device(idx, home)
                 x = augment_batch(images[idx], gen)
                 if poison is not None:
                     # stamped where marked; a select, not a masked write, which would sync a GPU
                     x = torch.where(stamp_t[idx][:, None, None, None], poison.stamp(x), x)
-                y = _to_device(y_all[idx], device)
+                y = to_device(y_all[idx], device)
                 for g in opt.param_groups:
                     g["lr"] = 0.5 * tr.lr * (1 + math.cos(math.pi * step / total))
-                out = model(_to_device(x, device).float() / 255)
+                out = model(to_device(x, device).float() / 255)
                 loss = F.cross_entropy(out, y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
