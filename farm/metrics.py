@@ -15,9 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
+from farm.rotation import rotate_bilinear
 from farm.triggers import Trigger, prune, stamp, trigger_size
 
 Transform = Callable[[Tensor], Tensor]
@@ -128,9 +127,10 @@ def rotate(x: Tensor, deg: float) -> Tensor:
 
     Direction follows torchvision: positive angles turn the image counter-clockwise as
     displayed (row 0 at the top), so with +90° a pixel right of the centre moves above it.
-    The centre is ((W-1)/2, (H-1)/2); the CPU/GPU grid sampler used is deterministic.
+    The centre is ((W-1)/2, (H-1)/2); the CPU/GPU grid sampler used is deterministic. Equal to
+    torchvision's ``rotate`` (farm.rotation), without importing torchvision.
     """
-    return TF.rotate(x, float(deg), interpolation=InterpolationMode.BILINEAR, fill=0.0)
+    return rotate_bilinear(x, float(deg))
 
 
 ROBUSTNESS: dict[str, Transform] = {

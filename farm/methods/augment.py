@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from farm.host_copy import to_device
 from farm.methods.base import Augment
+from farm.rotation import rotation_grid
 
 
 @dataclass(frozen=True)
@@ -73,31 +74,14 @@ def draw(g: torch.Generator, h: int, w: int, params: AugmentParams = AugmentPara
     return AugmentDraw(angle, *crop_params(g, h, w, params.scale, params.ratio))
 
 
-def _rotation_grid(angles: Sequence[float], h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
-    """P×H×W×2 sampling grid (grid_sample's normalised coordinates) of each pair's rotation about
-    the image centre, computed as torchvision's ``rotate_image`` computes its one grid (inverse
-    rotation by -(angle mod 360), pixel centres at half-integer offsets), for all pairs at once."""
-    theta = []
-    for a in angles:
-        rad = math.radians(-(a % 360))
-        cos, sin = math.cos(rad), math.sin(rad)
-        theta.append([[cos, sin, 0.0], [-sin, cos, 0.0]])
-    base = torch.empty(1, h, w, 3, dtype=dtype)
-    base[..., 0].copy_(torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w))
-    base[..., 1].copy_(torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h).unsqueeze(-1))
-    base[..., 2].fill_(1)
-    scaled = torch.tensor(theta, dtype=dtype).transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h], dtype=dtype)
-    return base.view(1, h * w, 3).expand(len(angles), h * w, 3).bmm(scaled).view(-1, h, w, 2)
-
-
 def _rotation(angles: Sequence[float], h: int, w: int,
               dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(grid, outside) of the pairs' rotations, on the CPU: the P×H×W×2 grid and which output
     pixels have no source pixel (P×H×W); None when every rotation is the identity (always the
     case for +-1 degree on 32x32 images: no pixel centre crosses a border). Found by rotating an
-    image of pixel indices with torchvision's grid and kernel: 2 planes per pair, not B·C."""
+    image of pixel indices with torchvision's grid (farm.rotation) and kernel: 2 planes per pair, not B·C."""
     p = len(angles)
-    grid = _rotation_grid(angles, h, w, dtype)
+    grid = rotation_grid(angles, h, w, dtype)
     index = torch.arange(h * w, dtype=dtype).view(1, 1, h, w).expand(p, 1, h, w)
     out = F.grid_sample(torch.cat((index, torch.ones_like(index)), dim=1), grid, mode="nearest",
                         padding_mode="zeros", align_corners=False)
