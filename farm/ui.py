@@ -5,6 +5,9 @@
   server that dies after its workers have spawned.
 * One worker by default: MLflow's default of 4 took 80 s to start on 2 cores and lost
   workers; one is plenty for one person browsing.
+* No MLflow job runner: MLflow 3 starts six job-queue consumer processes with every server
+  (for its GenAI jobs, which farm never submits), ~21 s of CPU on 2 cores before the UI is
+  any use; ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`` unless the environment says otherwise.
 * Artifacts are served from ``<folder>/mlartifacts`` (``--artifacts-destination``), where
   farm writes them (farm.tracking), so a copied folder shows its own heat maps.
 * The landing URLs open each experiment on its runs table (``workflowType=machine_learning``:
@@ -14,6 +17,7 @@
 """
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -74,6 +78,11 @@ def command(opts: UiOptions) -> list[str]:
     return cmd
 
 
+def server_env() -> dict[str, str]:
+    """The server's environment: this one, with MLflow's job runner off unless set (module docstring)."""
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+
+
 def landing_urls(opts: UiOptions) -> list[str]:
     """One URL per experiment of a local store, opening on its runs table; the root URL
     (runs view) when the store is empty, remote or not created yet."""
@@ -93,7 +102,7 @@ def landing_urls(opts: UiOptions) -> list[str]:
 
 def serve(opts: UiOptions, ready_timeout_s: float = 120.0) -> int:
     """Start the server, say where to browse once it answers, wait for it; its exit status."""
-    proc = subprocess.Popen(command(opts))
+    proc = subprocess.Popen(command(opts), env=server_env())
     deadline = time.monotonic() + ready_timeout_s
     while proc.poll() is None and time.monotonic() < deadline:
         try:

@@ -226,6 +226,15 @@ def test_ui_defaults_one_worker_serves_artifacts_and_opens_on_runs(tmp_path, cap
     assert "workflowType=machine_learning" in out
 
 
+def test_ui_server_runs_without_mlflows_job_runner(monkeypatch):
+    from farm.ui import server_env
+
+    monkeypatch.delenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", raising=False)
+    assert server_env()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    monkeypatch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "true")  # a user who wants it keeps it
+    assert server_env()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
+
+
 def test_ui_refuses_a_taken_port_and_exits_nonzero_when_the_server_fails(tmp_path, capsys):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -68,6 +68,11 @@ def ray_cluster(tmp_path_factory):
     for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "MLFLOW_TRACKING_URI"):
         env.pop(key, None)
     ray_tmp = tempfile.mkdtemp(prefix="rj", dir="/tmp")
+    # The worker node has its own temp dir, as a second machine would: sharing the head's, both
+    # nodes' runtime-env agents unpack the job's working_dir into one folder, and one agent's
+    # re-unpacking deleted the cwd of the other node's task processes under them
+    # (FileNotFoundError from os.getcwd() in torch's lazy imports).
+    worker_tmp = tempfile.mkdtemp(prefix="rw", dir="/tmp")
     port, dash = services.free_port(), services.free_port()
     logs = tmp_path_factory.mktemp("raylogs")
     procs = [subprocess.Popen([RAY, "start", "--head", f"--port={port}", "--num-cpus=0",
@@ -77,7 +82,8 @@ def ray_cluster(tmp_path_factory):
     try:
         _wait_dashboard(env, dash, procs[0])
         head_only = tmp_path_factory.mktemp("head-only")
-        worker = [RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", *_ray_ports()]
+        worker = [RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", f"--temp-dir={worker_tmp}",
+                  *_ray_ports()]
         if shutil.which("unshare") and subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0:
             worker = ["unshare", "-m", "sh", "-c", f'mount -t tmpfs farm-test "{head_only}" && exec "$@"', "sh", *worker]
         else:
@@ -92,6 +98,7 @@ def ray_cluster(tmp_path_factory):
 
         left = _reap(tag, grace_s=5)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+        shutil.rmtree(worker_tmp, ignore_errors=True)
         assert not services.port_open(dash) and not services.port_open(port), "Ray head still listening"
         print("Ray processes killed after the nodes stopped:", left)
 

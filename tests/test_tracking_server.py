@@ -99,6 +99,11 @@ def test_run_logs_runs_nested_runs_metrics_and_artifacts_to_the_server(tmp_path,
     png = Path(client.download_artifacts(child.info.run_id, "heatmaps/asr.png", str(tmp_path)))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {f.path for f in client.list_artifacts(child.info.run_id)} >= {"pairs.json"}
+    # the server runs as `farm ui` runs it, without MLflow's job-queue consumers (farm.ui)
+    import psutil
+
+    spawned = " ".join(" ".join(p.cmdline()) for p in psutil.Process(mlflow_server.proc.pid).children(recursive=True))
+    assert "uvicorn" in spawned and "huey" not in spawned, spawned
 
 
 def test_silent_server_loses_nothing_and_the_advice_logs_later(tmp_path, mlflow_server, silent_server):
