@@ -18,20 +18,14 @@ pytestmark = pytest.mark.slow
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "paper" / "fashion-mnist-ci.yaml"
 
 
-def test_fashion_mnist_ci_config_end_to_end(tmp_path, monkeypatch):
-    import ray
-
+def test_fashion_mnist_ci_config_end_to_end(tmp_path, local_ray):
     from farm.report.tables import regenerate
     from farm.runner import execute
 
-    monkeypatch.setenv("RAY_ADDRESS", "local")
     root = write_idx(tmp_path / "fmnist", "flat", gz=True, train_per_class=30, test_per_class=20)
     cfg = load_config(CONFIG, [f"datasets.fashion_mnist.root={root}", f"run.output={tmp_path / 'out'}",
                                "cluster.num_cpus=2"])
-    try:
-        result = execute(cfg, log_fn=print)
-    finally:
-        ray.shutdown()
+    result = execute(cfg, log_fn=print)
     df = result.store.read(with_triggers=False)
     jobs = sum(len(m.variants) for m in cfg.methods) * len(cfg.models)
     assert len(df) == jobs * cfg.pairs.sample  # the sampled pairs of every job

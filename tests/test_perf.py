@@ -136,13 +136,12 @@ def test_bench_baseline_runs_without_ray_or_mlflow(tmp_path):
 
 
 @pytest.mark.slow
-def test_auto_pairs_per_batch_is_measured_recorded_and_reused_on_resume(tmp_path):
+def test_auto_pairs_per_batch_is_measured_recorded_and_reused_on_resume(tmp_path, local_ray):
     """A run with ``pairs_per_batch: auto`` measures P per model through Ray, records it in the
     manifest, stores every pair once, and a resume reuses that P (same shard ids: nothing
     is recomputed)."""
     import json
 
-    import ray
 
     from e2e_util import tiny_config
     from farm.config import config_from_dict
@@ -152,15 +151,12 @@ def test_auto_pairs_per_batch_is_measured_recorded_and_reused_on_resume(tmp_path
     raw["models"] = raw["models"][:1]
     raw["methods"] = raw["methods"][:1]
     cfg = config_from_dict(raw | {"run": {**raw["run"], "id": "auto"}})
-    try:
-        first = execute(cfg, log_fn=print)
-        manifest = json.loads((tmp_path / "auto" / "manifest.json").read_text())
-        p = manifest["pairs_per_batch"]["clean"]
-        assert isinstance(p, int) and p >= 1
-        assert len(first.frame) == 90 and first.frame.groupby(["victim", "target"]).size().max() == 1
-        again = execute(cfg, resume="auto", log_fn=print)
-    finally:
-        ray.shutdown()
+    first = execute(cfg, log_fn=print)
+    manifest = json.loads((tmp_path / "auto" / "manifest.json").read_text())
+    p = manifest["pairs_per_batch"]["clean"]
+    assert isinstance(p, int) and p >= 1
+    assert len(first.frame) == 90 and first.frame.groupby(["victim", "target"]).size().max() == 1
+    again = execute(cfg, resume="auto", log_fn=print)
     assert json.loads((tmp_path / "auto" / "manifest.json").read_text())["pairs_per_batch"] == {"clean": p}
     assert len(again.frame) == 90
     assert set(again.frame.shard_id) == set(first.frame.shard_id)

@@ -242,10 +242,8 @@ def test_paper_configs_validate(name):
 
 
 @pytest.mark.slow
-def test_farm_run_over_every_fixture_dataset(roots, tmp_path):
+def test_farm_run_over_every_fixture_dataset(roots, tmp_path, local_ray):
     """One ``farm run`` (real local Ray, Parquet, sqlite MLflow) over every fixture format."""
-    import ray
-
     from farm.runner import execute
 
     trojai = write_trojai(tmp_path / "trojai", small_cnn(), target=2)
@@ -269,10 +267,7 @@ def test_farm_run_over_every_fixture_dataset(roots, tmp_path):
         "cluster": {"num_cpus": 2, "pairs_per_batch": 10},
         "tracking": {"enabled": False},
     })
-    try:
-        result = execute(cfg, log_fn=print)
-    finally:
-        ray.shutdown()
+    result = execute(cfg, log_fn=print)
     df = result.store.read(with_triggers=False)
     assert len(df) == 2 * len(models) and (df["status"] == "ok").all()
     assert set(df["dataset"]) == {"cifar10", "svhn", "gtsrb", "imagefolder", "trojai_examples"}

@@ -41,15 +41,11 @@ def _shards(run_dir: Path) -> list[Path]:
     return sorted(p for p in (run_dir / "pairs").rglob("*.parquet") if not p.name.startswith("."))
 
 
-def test_resume_after_truncation_elsewhere_and_with_another_p_loses_and_duplicates_nothing(tmp_path, capsys):
-    import ray
-
+def test_resume_after_truncation_elsewhere_and_with_another_p_loses_and_duplicates_nothing(tmp_path, capsys,
+                                                                                          local_ray):
     first, moved, zoo = tmp_path / "first", tmp_path / "moved", tmp_path / "zoo"
     path = write_config(tmp_path / "c.yaml", _config(first, zoo, "res"))
-    try:
-        assert main(["run", str(path)]) == 0, capsys.readouterr().err
-    finally:
-        ray.shutdown()
+    assert main(["run", str(path)]) == 0, capsys.readouterr().err
     capsys.readouterr()
     # The folder is copied to another root (docs/cluster.md), one shard is lost and one truncated.
     shutil.copytree(first / "res", moved / "res")
@@ -65,10 +61,8 @@ def test_resume_after_truncation_elsewhere_and_with_another_p_loses_and_duplicat
         RunStore(str(moved), "res").read()
     before = pd.read_parquet(kept[0])
 
-    try:  # resume at the new root, with another P: only the 8 missing pairs, chunked by 3
-        code = main(["run", "--resume", "res", "--set", f"run.output={moved}", "--set", "cluster.pairs_per_batch=3"])
-    finally:
-        ray.shutdown()
+    # resume at the new root, with another P: only the 8 missing pairs, chunked by 3
+    code = main(["run", "--resume", "res", "--set", f"run.output={moved}", "--set", "cluster.pairs_per_batch=3"])
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "resume: 4 of 12 pairs already stored" in out.out and truncated.name in out.out
