@@ -225,13 +225,14 @@ def cmd_align(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from farm.ui import UiOptions, check, command, landing_urls, serve
+    from farm.ui import JOB_RUNNER_ENV, UiOptions, check, command, landing_urls, serve, server_env
 
     opts = UiOptions(args.output, args.tracking_uri, args.host, args.port, args.expose, args.workers,
                      access_log=args.verbose > 0)
     check(opts)
     if args.dry_run:
-        print(" ".join(command(opts)))
+        # the command as serve() runs it, with the one setting it adds to the environment
+        print(f"{JOB_RUNNER_ENV}={server_env()[JOB_RUNNER_ENV]} " + " ".join(command(opts)))
         print("then open:\n  " + "\n  ".join(landing_urls(opts)))
         return 0
     return serve(opts)

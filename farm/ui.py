@@ -7,7 +7,8 @@
   workers; one is plenty for one person browsing.
 * No MLflow job runner: MLflow 3 starts six job-queue consumer processes with every server
   (for its GenAI jobs, which farm never submits), ~21 s of CPU on 2 cores before the UI is
-  any use; ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`` unless the environment says otherwise.
+  any use; ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`` unless the environment says otherwise
+  (``--dry-run`` prints it before the command).
 * Artifacts are served from ``<folder>/mlartifacts`` (``--artifacts-destination``), where
   farm writes them (farm.tracking), so a copied folder shows its own heat maps.
 * The landing URLs open each experiment on its runs table (``workflowType=machine_learning``:
@@ -30,6 +31,7 @@ from farm.schema import ConfigError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 RUNS_VIEW = "workflowType=machine_learning"
+JOB_RUNNER_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 
 
 @dataclass
@@ -80,7 +82,7 @@ def command(opts: UiOptions) -> list[str]:
 
 def server_env() -> dict[str, str]:
     """The server's environment: this one, with MLflow's job runner off unless set (module docstring)."""
-    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    return {JOB_RUNNER_ENV: "false", **os.environ}
 
 
 def landing_urls(opts: UiOptions) -> list[str]:

@@ -219,10 +219,12 @@ def test_ls_and_show_report_status_progress_and_places(tmp_path, capsys):
 
 
 # ---- ui -------------------------------------------------------------------------------------
-def test_ui_defaults_one_worker_serves_artifacts_and_opens_on_runs(tmp_path, capsys):
+def test_ui_defaults_one_worker_serves_artifacts_and_opens_on_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", raising=False)
     assert main(["ui", "--output", str(tmp_path), "--dry-run", "--port", str(_free_port())]) == 0
     out = capsys.readouterr().out
     assert "--workers 1" in out and f"--artifacts-destination {tmp_path.resolve() / 'mlartifacts'}" in out
+    assert out.startswith("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false ")  # as serve() runs it
     assert "workflowType=machine_learning" in out
 
 
