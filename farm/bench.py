@@ -138,12 +138,15 @@ def bench(cfg: Config, model_ids: list[str] | None, methods: list[str], batch_si
             b = min(cfg.pairs.batch_size, cfg.pairs.victim_images)
             base_pairs = chosen[:baseline_pairs]
             base_x = _baseline_inputs(executor.images, base_pairs, executor.device)
+            # The paper's code runs the model as loaded: not folded, not compiled, fp32 (the
+            # baseline has no autocast), whatever run.* options the farm's configurations use.
+            base_model = executor.payload.load(executor.device)
             sizes = [measure(executor, chosen, b)[0] if p == "auto" else int(p) for p in batch_sizes]
             names = [f"auto={p}" if given == "auto" else f"P={p}" for given, p in zip(batch_sizes, sizes)]
             timings: dict[str, Timing] = {}
             for _ in range(rounds):
                 if baseline:
-                    s = time_baseline(executor.model, base_x, [p.target for p in base_pairs], method, epochs, b,
+                    s = time_baseline(base_model, base_x, [p.target for p in base_pairs], method, epochs, b,
                                       cfg.run.seed)
                     timings.setdefault("baseline", Timing([], [])).opt.append(s)
                     timings["baseline"].total.append(s)
@@ -157,13 +160,15 @@ def bench(cfg: Config, model_ids: list[str] | None, methods: list[str], batch_si
                     t.total.append(total)
             base_rate = (len(base_pairs) * per_pair / statistics.median(timings["baseline"].opt)) if baseline else None
             for name, t in timings.items():
-                n = len(base_pairs) if name == "baseline" else len(chosen)
+                is_base = name == "baseline"
+                n = len(base_pairs) if is_base else len(chosen)
                 opt_s, total_s = statistics.median(t.opt), statistics.median(t.total)
                 rate = n * per_pair / opt_s
                 records.append({
                     "device": dev, "model": model.spec.id, "arch": model.spec.arch, "method": method,
-                    "config": name, "precision": cfg.run.precision, "compile": cfg.run.compile,
-                    "fold_batchnorm": cfg.run.fold_batchnorm, "threads": torch.get_num_threads(),
+                    "config": name, "precision": "fp32" if is_base else cfg.run.precision,
+                    "compile": cfg.run.compile and not is_base,
+                    "fold_batchnorm": cfg.run.fold_batchnorm and not is_base, "threads": torch.get_num_threads(),
                     "pairs": n, "epochs": per_pair, "pair_epochs_per_s": rate,
                     "pair_epochs_per_s_with_eval": n * per_pair / total_s,
                     "eval_share": 1 - opt_s / total_s, "x_baseline": rate / base_rate if base_rate else None,

@@ -1,8 +1,9 @@
 """Measure CPU speed options of issue #11 in ONE process, interleaved round by round.
 
 Times ``Method.invert`` (the actors' code, optimisation only) on the zoo models of a config
-for: the default (fp32, channels-last), bf16 autocast, BatchNorm folded, torch.compile of the
-model, and optionally 1 process x 2 threads vs 2 processes x 1 thread. Prints pair-epochs/s
+for: the default (fp32, channels-last), bf16 autocast, BatchNorm folded, both of these
+(``bf16+fold_bn``), torch.compile of the model, and optionally 1 process x 2 threads vs
+2 processes x 1 thread. Prints pair-epochs/s
 and the ratio to the default, plus size/ASR drift of each numerics-changing option against
 fp32 on the same pairs. Usage (docs/benchmarks.md):
     python scripts/cpu-options.py configs/bench.yaml --set run.output=/tmp/perf --epochs 30
@@ -42,6 +43,13 @@ def run(method, model, batch, precision="fp32"):
     return time.perf_counter() - start, out
 
 
+OPTIONS = ("bf16", "fold_bn", "bf16+fold_bn", "compile")
+
+
+def _precision(option: str) -> str:
+    return "bf16" if option.startswith("bf16") else "fp32"
+
+
 def _worker(args):
     cfg_args, model_id, method_name, epochs, n_pairs = args
     torch.set_num_threads(1)
@@ -62,31 +70,36 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--models", default="cnn-badnets,resnet20-badnets")
     ap.add_argument("--methods", default="ours,nc")
-    ap.add_argument("--options", default="bf16,fold_bn,compile")
+    ap.add_argument("--options", default="bf16,fold_bn,compile",
+                    help=f"comma list of {', '.join(OPTIONS)}")
     ap.add_argument("--processes", action="store_true", help="also 2 processes x 1 thread vs 1 x 2")
     args = ap.parse_args()
+    unknown = set(args.options.split(",")) - set(OPTIONS)
+    if unknown:
+        ap.error(f"--options: unknown {', '.join(sorted(unknown))} (have {', '.join(OPTIONS)})")
     cfg = _config(args)
     models = prepare_models(cfg, print)
     for mid in args.models.split(","):
         model = models[mid]
         base = model.payload.load(torch.device("cpu"))
-        nets = {"fp32": base, "bf16": base}
-        if "fold_bn" in args.options:
-            nets["fold_bn"] = fold_batchnorm(copy.deepcopy(base))
-        if "compile" in args.options:
-            nets["compile"] = torch.compile(base)
+        options = args.options.split(",")
+        nets = {"fp32": base}
+        folded = fold_batchnorm(copy.deepcopy(base)) if any("fold_bn" in o for o in options) else None
+        for opt in options:  # every option runs on the same pairs as fp32, in the order given
+            nets[opt] = {"bf16": base, "fold_bn": folded, "bf16+fold_bn": folded,
+                         "compile": torch.compile(base) if opt == "compile" else None}[opt]
         batch = batch_for(model, cfg, args.pairs)
         for name in args.methods.split(","):
             spec = method_spec(cfg, name, args.epochs)
             method = create_method(name, spec.params)
             warm = create_method(name, {**spec.params, "epochs": 2})
             for opt, net in nets.items():
-                run(warm, net, batch, "bf16" if opt == "bf16" else "fp32")
+                run(warm, net, batch, _precision(opt))
             times = {k: [] for k in nets}
             outs = {}
             for _ in range(args.rounds):
                 for opt, net in nets.items():
-                    s, outs[opt] = run(method, net, batch, "bf16" if opt == "bf16" else "fp32")
+                    s, outs[opt] = run(method, net, batch, _precision(opt))
                     times[opt].append(s)
             if args.processes:
                 times["2 procs x 1 thread"] = []

@@ -135,6 +135,32 @@ def test_bench_baseline_runs_without_ray_or_mlflow(tmp_path):
     assert df.x_baseline.notna().all() and (df.eval_share.between(0, 1)).all()
 
 
+def test_bench_baseline_runs_the_model_as_loaded_whatever_the_farm_options(tmp_path, monkeypatch):
+    """The baseline is the paper's code: its model is not folded (nor compiled) and runs in fp32
+    even when the farm's configurations use run.fold_batchnorm / run.precision; its row says so."""
+    from farm import bench as bench_mod
+    from farm.config import config_from_dict
+
+    seen = []
+
+    def spy(model, *args, **kwargs):
+        seen.append(model)
+        return 1.0
+
+    monkeypatch.setattr(bench_mod, "time_baseline", spy)
+    cfg = config_from_dict({
+        "run": {"output": str(tmp_path), "precision": "bf16", "fold_batchnorm": True},
+        "datasets": {"syn": {"name": "synthetic", "params": {"train_per_class": 20, "test_per_class": 4}}},
+        "models": [{"id": "m", "dataset": "syn", "arch": "small_cnn", "train": {"epochs": 1}}],
+        "methods": [{"name": "ours"}], "tracking": {"enabled": False}})
+    df = bench_mod.bench(cfg, None, ["ours"], [2], pairs=2, epochs=1, device="cpu", baseline=True,
+                         baseline_pairs=1)
+    assert len(seen) == 1 and any(isinstance(m, torch.nn.BatchNorm2d) for m in seen[0].modules())
+    rows = df.set_index("config")
+    assert rows.loc["baseline", ["precision", "fold_batchnorm", "compile"]].tolist() == ["fp32", False, False]
+    assert rows.loc["P=2", ["precision", "fold_batchnorm"]].tolist() == ["bf16", True]
+
+
 @pytest.mark.slow
 def test_auto_pairs_per_batch_is_measured_recorded_and_reused_on_resume(tmp_path, local_ray):
     """A run with ``pairs_per_batch: auto`` measures P per model through Ray, records it in the
