@@ -58,6 +58,9 @@ class RunSpec:
         return out
 
 
+NUMERICS_FIELDS = ("precision", "compile", "fold_batchnorm")  # RunSpec fields that change pair results
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """A dataset by registry name; ``params`` are validated against that dataset's Params."""
@@ -364,7 +367,12 @@ class Config:
         d["models"] = [{k: v for k, v in m.items() if k != "trust_code"}
                        | {"attack": attack_identity(spec.attack)}
                        for m, spec in zip(d["models"], self.models)]
-        return {k: d[k] for k in ("datasets", "models", "methods", "pairs")} | {"seed": self.run.seed}
+        out = {k: d[k] for k in ("datasets", "models", "methods", "pairs")} | {"seed": self.run.seed}
+        # Precision, compile and BatchNorm folding change every pair's arithmetic (a resume with
+        # another value would mix numerics in one run). Only non-default values enter, so every
+        # run made before they did (all fp32, uncompiled, unfolded) keeps its hash.
+        numerics = {k: getattr(self.run, k) for k in NUMERICS_FIELDS if getattr(self.run, k) != getattr(RunSpec, k)}
+        return out | ({"numerics": numerics} if numerics else {})
 
     def hash(self) -> str:
         blob = json.dumps(self.results_dict(), sort_keys=True, separators=(",", ":"))

@@ -123,6 +123,16 @@ def test_hash_tracks_results_not_resources():
     assert a.hash() == b.hash() and a.hash() != c.hash()
 
 
+@pytest.mark.parametrize("setting", [{"precision": "bf16"}, {"compile": True}, {"fold_batchnorm": True}])
+def test_hash_tracks_numerics_options_and_keeps_fp32_runs_identity(setting):
+    """bf16, compile and folding change pair results: a run with them is another run (a resume
+    cannot mix them in), while the defaults leave the hash of runs made before them unchanged."""
+    a = config_from_dict(minimal())
+    assert config_from_dict(minimal(run={"precision": "fp32", "compile": False, "fold_batchnorm": False})).hash() \
+        == a.hash()
+    assert config_from_dict(minimal(run=setting)).hash() != a.hash()
+
+
 def test_hash_of_a_published_run_survives_later_attack_fields():
     """Fields added to AttackSpec since (shape, position) must not orphan a stored run: the CW
     run published in docs/results/fashion-mnist/gpu-cw resumes only if its hash is unchanged."""
