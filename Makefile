@@ -22,14 +22,15 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # Two pytest workers, each test module whole on one worker (module fixtures run once), the
-# longest modules first (tests/conftest.py); TEST_WORKERS=0 runs everything in one process.
+# longest modules first (tests/conftest.py; --no-loadscope-reorder keeps that order, xdist
+# would sort modules by test count); TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
 
 test: lint
-	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-quick: $(STAMP)
-	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -67,6 +67,9 @@ def connect(address: str | None, num_cpus: int | None = None, ray_auth: str = "t
             with ray_safety.single_host():  # every Ray port on 127.0.0.1
                 ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
         _restore_sigterm_handler(sigterm)
+    elif address:  # in-process use (a notebook, a test): Ray allows one connection per process
+        log_fn(f"ray: this process is already connected to Ray at {ray.get_runtime_context().gcs_address}; "
+               f"using it, not {address} (ray.shutdown() first to join another)")
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 
 

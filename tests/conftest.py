@@ -20,12 +20,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 # Modules by measured duration, longest first (the rest keep their order after these): with
 # `pytest -n 2 --dist loadfile` each module runs whole on one worker, and starting the long ones
-# first keeps one worker from finishing its queue with a 5-minute module still to go.
-LONGEST_FIRST = ["test_recovery", "test_job_submit_cluster", "test_ray_exposure", "test_resilience", "test_harden",
-                 "test_e2e", "test_scan", "test_recovery_variants", "test_cluster_deploy", "test_tracking_server",
-                 "test_security_tables", "test_resume_store", "test_perf", "test_real_datasets",
-                 "test_fashion_mnist_ci", "test_tables", "test_security_models", "test_models", "test_object_store",
-                 "test_methods_cw", "test_load", "test_methods_abs_uap_prune", "test_e2e_abs_uap_prune", "test_local",
+# first keeps one worker from finishing its queue with a 2-minute module still to go. Needs
+# `--no-loadscope-reorder` (Makefile): pytest-xdist 3.8 otherwise orders modules by test count.
+LONGEST_FIRST = ["test_recovery", "test_job_submit_cluster", "test_ray_exposure", "test_resilience", "test_scan",
+                 "test_e2e", "test_harden", "test_recovery_variants", "test_cluster_deploy", "test_resume_store",
+                 "test_security_tables", "test_tracking_server", "test_real_datasets", "test_fashion_mnist_ci",
+                 "test_perf", "test_tables", "test_load", "test_object_store", "test_models", "test_security_models",
+                 "test_methods_cw", "test_e2e_abs_uap_prune", "test_local", "test_methods_abs_uap_prune",
                  "test_store_concurrency", "test_cli_commands"]
 
 

@@ -125,10 +125,13 @@ def test_run_with_a_missing_checkpoint_fails_at_once_and_leaves_no_run_folder(tm
 def test_a_run_failing_after_its_folder_exists_removes_it(tmp_path):
     """A failure between the run folder and the manifest (here: the Ray address does not
     answer) leaves no empty folder behind."""
+    import ray
+
     from farm.config import config_from_dict
     from farm.errors import RunError
     from farm.runner import execute
 
+    ray.shutdown()  # a Ray this worker process already holds (session fixture) would be reused as is
     raw = tiny_config(tmp_path / "out", run={"name": "r", "id": "r2", "output": str(tmp_path / "out"), "seed": 0})
     raw["cluster"] = {"address": f"127.0.0.1:{_free_port()}"}  # nothing listens: fails after open_run
     with pytest.raises(RunError, match="does not answer"):

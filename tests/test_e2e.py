@@ -104,6 +104,17 @@ def _wait_for_head(head: subprocess.Popen, port: int, log: Path, timeout: float 
     raise AssertionError(f"Ray head on port {port} not ready after {timeout} s")
 
 
+def test_connect_says_it_reuses_this_process_ray_instead_of_the_given_address(local_ray):
+    """Ray allows one connection per process: in-process use (a notebook, these tests) with an
+    address while connected keeps the Ray it has, and says so instead of silently ignoring it."""
+    from farm.cluster import connect
+
+    connect(None, num_cpus=2)  # the session's Ray (an earlier test may have shut it down)
+    said: list[str] = []
+    assert connect("127.0.0.1:1", log_fn=said.append)["CPU"] > 0
+    assert len(said) == 1 and "already connected to Ray" in said[0] and "not 127.0.0.1:1" in said[0], said
+
+
 def test_cli_run_joins_existing_cluster_with_address_auto(tmp_path, finished_run):
     """`ray start --head`, then `farm run --address auto` in a separate process.
 
