@@ -33,7 +33,8 @@ from farm.tracking import (TAG_JOB, TAG_RUN, experiment_id, flatten, git_commit,
 
 Key = tuple[str, str, str]
 SUMMARY_METRICS = ("pairs", "ok", "failed", "converged", "early_stop", "capped", "budget", "mean_size",
-                   "median_size", "mean_asr_pct", "s_per_pair", "capped_mean_size", "capped_mean_asr_pct")
+                   "median_size", "mean_asr_pct", "s_per_pair", "eval_share_pct", "capped_mean_size",
+                   "capped_mean_asr_pct")
 # The parent carries the metrics a reader compares across jobs; the nested runs carry them all.
 PARENT_METRICS = ("mean_size", "median_size", "mean_asr_pct", "converged", "capped", "anomaly_index", "detected")
 CURVES_PER_JOB = 3  # pairs per job whose best-size trace and loss curve are logged as step metrics

@@ -23,7 +23,7 @@ NO_RESULT: dict[str, Any] = {
     "asr": math.nan, "asr_correct": math.nan, **dict.fromkeys(ROBUST_COLUMNS, math.nan), "asr_attack": math.nan,
     "n_attack": 0, "n_heldout": 0, "steps": 0, "converged": False, "stop_reason": "failed", "time_to_best": None,
     "trace_t": [], "trace_size": [], "loss_step": [], "loss_value": [], "status": "failed", "reason": "",
-    "wall_s": math.nan, "batch_wall_s": math.nan, "device": "", "worker": "",
+    "wall_s": math.nan, "batch_wall_s": math.nan, "eval_wall_s": math.nan, "device": "", "worker": "",
 }
 _COLUMNS = frozenset(SCHEMA.names)
 

@@ -243,8 +243,8 @@ def format_summary(df: pd.DataFrame) -> str:
     if table.empty:
         return "(no pair results)"
     table = table.assign(**{c: table[c].map(lambda v: "nan" if math.isnan(v) else f"{v:.3g}")
-                            for c in ("mean_size", "median_size", "mean_asr_pct", "s_per_pair", "capped_mean_size",
-                                      "capped_mean_asr_pct")})
+                            for c in ("mean_size", "median_size", "mean_asr_pct", "s_per_pair", "eval_share_pct",
+                                      "capped_mean_size", "capped_mean_asr_pct")})
     return table.to_string(index=False)
 
 

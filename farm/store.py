@@ -94,6 +94,9 @@ SCHEMA = pa.schema([
     ("reason", pa.string()),
     ("wall_s", pa.float64()),  # batch wall time / pairs in the batch (amortised)
     ("batch_wall_s", pa.float64()),
+    # Held-out + robustness evaluation of the batch / pairs in the batch (amortised), so a run
+    # shows its own evaluation share. Added after version 2 was out: older rows read back null.
+    ("eval_wall_s", pa.float64()),
     ("batch_pairs", pa.int32()),
     ("device", pa.string()),
     ("worker", pa.string()),

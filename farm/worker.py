@@ -192,9 +192,11 @@ class ShardExecutor:
         batch_wall = time.perf_counter() - start
         ok = [i for i, out in enumerate(outcomes) if out.failure is None]
         keys = [image_key(p) for p in shard.pairs]
+        start = time.perf_counter()
         evaluated = dict(zip(ok, evaluate_pairs(
             self.model, [outcomes[i].trigger for i in ok], [self.images.heldout[keys[i]] for i in ok],
             [self.correct(keys[i]) for i in ok], [shard.pairs[i].target for i in ok])))
+        eval_wall = time.perf_counter() - start  # the metrics are Python floats: the device is synced
         nan_metrics = dict.fromkeys(["asr", "asr_correct", *ROBUSTNESS], math.nan)
         at = ShardAttempt(shard, self.payload.info, run_id, config_hash, attempt)
         rows = []
@@ -213,6 +215,7 @@ class ShardExecutor:
                 trace_t=[t for t, _ in out.trace], trace_size=[s for _, s in out.trace],
                 loss_step=[e for e, _ in out.loss_curve], loss_value=[v for _, v in out.loss_curve],
                 status="ok" if out.failure is None else "failed", reason=out.failure or "",
-                wall_s=batch_wall / len(shard.pairs), batch_wall_s=batch_wall, device=str(self.device),
+                wall_s=batch_wall / len(shard.pairs), batch_wall_s=batch_wall,
+                eval_wall_s=eval_wall / len(shard.pairs), device=str(self.device),
                 worker=self.worker))
         return rows

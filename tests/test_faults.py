@@ -58,6 +58,16 @@ def test_nan_pair_fails_alone_and_batch_mates_are_unchanged(executor):
         assert a["steps"] == b["steps"] and a["asr"] == pytest.approx(b["asr"])
 
 
+def test_rows_time_optimisation_and_evaluation_apart(executor):
+    """Each row carries its share of the batch's optimisation (wall_s) and of its held-out and
+    robustness evaluation (eval_wall_s), so a run shows where its time went."""
+    ex, shard = executor
+    rows = ex.run(shard, 6, "r", "h")
+    evals = {r["eval_wall_s"] for r in rows}
+    assert len(evals) == 1 and evals.pop() > 0  # amortised over the shard, like wall_s (NaN fails)
+    assert all(r["wall_s"] == pytest.approx(r["batch_wall_s"] / len(rows)) for r in rows)
+
+
 # ---- 2. fault injection setting: off by default, env var validated ---------------------------
 def test_fault_injection_off_by_default_and_env_checked(monkeypatch):
     from farm.cluster import FAULT_ENV, fault_setting

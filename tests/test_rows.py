@@ -44,3 +44,16 @@ def test_pair_row_refuses_a_column_the_schema_lacks():
         pair_row(at, at.shard.pairs[0], 1, "additive", (3, 8, 8), asr_typo=1.0)
     row = pair_row(at, at.shard.pairs[0], 1, "additive", (3, 8, 8), asr=0.5, status="ok")
     assert (row["asr"], row["status"], row["params_json"], row["batch_pairs"]) == (0.5, "ok", '{"epochs": 3}', 2)
+
+
+def test_summary_reports_the_evaluation_share_and_nan_for_rows_without_it():
+    import pandas as pd
+
+    from farm.report.aggregate import summary
+
+    rows = failed_rows(_attempt("ours"), (3, 8, 8), "boom")
+    df = pd.DataFrame(rows).assign(model_id="m", method="ours", variant="plain", status="ok",
+                                   wall_s=[3.0, 1.0], eval_wall_s=[1.0, 1.0])
+    assert summary(df)["eval_share_pct"].iloc[0] == pytest.approx(100 * 2 / 6)
+    old = summary(df.assign(eval_wall_s=math.nan))  # rows stored before the column existed
+    assert math.isnan(old["eval_share_pct"].iloc[0])

@@ -63,14 +63,23 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
             "mean_size": mean_of(final["trigger_size"]),
             "median_size": float(final["trigger_size"].median()) if len(final) else math.nan,
             "mean_asr_pct": 100 * mean_of(rest["asr"]), "s_per_pair": mean_of(rest["wall_s"]),
+            "eval_share_pct": eval_share_pct(g),
             "capped_mean_size": mean_of(cap["raw_size"]), "capped_mean_asr_pct": 100 * mean_of(cap["asr"]),
         })
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 SUMMARY_COLUMNS = ["model_id", "method", "variant", "pairs", "ok", "failed", "converged", "early_stop", "capped",
-                   "budget", "mean_size", "median_size", "mean_asr_pct", "s_per_pair", "capped_mean_size",
-                   "capped_mean_asr_pct"]
+                   "budget", "mean_size", "median_size", "mean_asr_pct", "s_per_pair", "eval_share_pct",
+                   "capped_mean_size", "capped_mean_asr_pct"]
+
+
+def eval_share_pct(g: pd.DataFrame) -> float:
+    """Evaluation's share of the pairs' compute time (optimisation + held-out and robustness
+    evaluation), in percent; NaN for rows written before ``eval_wall_s`` was stored."""
+    both = g[["wall_s", "eval_wall_s"]].dropna() if "eval_wall_s" in g else g.iloc[:0]
+    total = float(both["wall_s"].sum() + both["eval_wall_s"].sum()) if len(both) else 0.0
+    return 100 * float(both["eval_wall_s"].sum()) / total if total > 0 else math.nan
 
 
 def pair_matrix(g: pd.DataFrame, column: str, k: int) -> np.ndarray:
