@@ -25,7 +25,7 @@ def row(victim: int, target: int, shard: str = "s1", **over):
         "n_heldout": 100, "steps": 10, "converged": True, "stop_reason": "converged", "time_to_best": 0.2,
         "trace_t": [0.1, 0.2],
         "trace_size": [9.0, 4.0], "loss_step": [0, 2, 3], "loss_value": [2.5, 1.25, 0.5], "status": "ok", "reason": "", "wall_s": 0.01, "batch_wall_s": 0.02,
-        "batch_pairs": 2, "device": "cpu", "worker": "w", "attempt": 1,
+        "eval_wall_s": 0.005, "batch_pairs": 2, "device": "cpu", "worker": "w", "attempt": 1,
         "finished_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
     }
     base.update(over)
@@ -95,14 +95,15 @@ def test_version_1_rows_rejected_naming_stop_reason(tmp_path):
 
 
 def test_shards_written_before_the_loss_curve_columns_still_read(tmp_path):
-    """loss_step/loss_value came after version 2 shipped: an older shard of the same version
-    lacks them and must read (nulls) beside a new one, for resume, tables and MLflow alike."""
+    """loss_step/loss_value and eval_wall_s came after version 2 shipped: an older shard of the
+    same version lacks them and must read (nulls) beside a new one, for resume, tables and MLflow."""
     from farm.store import SCALAR_COLUMNS
 
     store = RunStore(str(tmp_path), "run1")
     store.create("", {})
-    old_schema = pa.schema([f for f in SCHEMA if not f.name.startswith("loss_")])
-    old = {k: v for k, v in row(0, 1).items() if not k.startswith("loss_")}
+    later = ("loss_step", "loss_value", "eval_wall_s")
+    old_schema = pa.schema([f for f in SCHEMA if f.name not in later])
+    old = {k: v for k, v in row(0, 1).items() if k not in later}
     d = tmp_path / "run1" / "pairs" / "model_id=m" / "method=ours" / "variant=plain"
     d.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist([old], schema=old_schema), d / "s0.parquet")
@@ -110,6 +111,7 @@ def test_shards_written_before_the_loss_curve_columns_still_read(tmp_path):
     df = store.read()
     assert df["victim"].tolist() == [0, 1]
     assert df["loss_step"].iloc[0] is None and list(df["loss_step"].iloc[1]) == [0, 2, 3]
+    assert math.isnan(df["eval_wall_s"].iloc[0]) and df["eval_wall_s"].iloc[1] == 0.005
     assert list(df["trace_size"].iloc[0]) == [9.0, 4.0]
     assert store.done_pairs() == {("m", "ours", "plain", 0, 1), ("m", "ours", "plain", 1, 0)}
     assert len(store.read(columns=SCALAR_COLUMNS, job=("m", "ours", "plain"))) == 2
