@@ -2,7 +2,8 @@
 
 The main fixture runs configs/default.yaml's models and methods as `make run` does (Ray and
 Parquet; MLflow off, nothing here reads it), limited to the rows the assertions read, and the
-assertions read its Parquet rows; the label-specific check runs one row of pairs in-process with the same code the actors use.
+assertions read its Parquet rows; the label-specific check runs one row of pairs in-process
+with the same code the actors use.
 """
 from __future__ import annotations
 
