@@ -128,6 +128,9 @@ def bench(cfg: Config, model_ids: list[str] | None, methods: list[str], batch_si
           "minute.", flush=True)
     records = []
     for model in chosen_models:
+        # The paper's code runs the model as loaded: not folded, not compiled, fp32 (the baseline
+        # has no autocast), whatever run.* options the farm's configurations use.
+        base_model = model.payload.load(torch.device(dev)) if baseline else None
         chosen = select_pairs(replace(cfg.pairs, universal=False), model.num_classes, cfg.run.seed)[:pairs]
         for method in methods:
             spec = method_spec(cfg, method, epochs)
@@ -138,14 +141,11 @@ def bench(cfg: Config, model_ids: list[str] | None, methods: list[str], batch_si
             b = min(cfg.pairs.batch_size, cfg.pairs.victim_images)
             base_pairs = chosen[:baseline_pairs]
             base_x = _baseline_inputs(executor.images, base_pairs, executor.device)
-            # The paper's code runs the model as loaded: not folded, not compiled, fp32 (the
-            # baseline has no autocast), whatever run.* options the farm's configurations use.
-            base_model = executor.payload.load(executor.device)
             sizes = [measure(executor, chosen, b)[0] if p == "auto" else int(p) for p in batch_sizes]
             names = [f"auto={p}" if given == "auto" else f"P={p}" for given, p in zip(batch_sizes, sizes)]
             timings: dict[str, Timing] = {}
             for _ in range(rounds):
-                if baseline:
+                if base_model is not None:
                     s = time_baseline(base_model, base_x, [p.target for p in base_pairs], method, epochs, b,
                                       cfg.run.seed)
                     timings.setdefault("baseline", Timing([], [])).opt.append(s)

@@ -86,8 +86,7 @@ def main():
         nets = {"fp32": base}
         folded = fold_batchnorm(copy.deepcopy(base)) if any("fold_bn" in o for o in options) else None
         for opt in options:  # every option runs on the same pairs as fp32, in the order given
-            nets[opt] = {"bf16": base, "fold_bn": folded, "bf16+fold_bn": folded,
-                         "compile": torch.compile(base) if opt == "compile" else None}[opt]
+            nets[opt] = torch.compile(base) if opt == "compile" else folded if "fold_bn" in opt else base
         batch = batch_for(model, cfg, args.pairs)
         for name in args.methods.split(","):
             spec = method_spec(cfg, name, args.epochs)

@@ -77,8 +77,10 @@ SUMMARY_COLUMNS = ["model_id", "method", "variant", "pairs", "ok", "failed", "co
 def eval_share_pct(g: pd.DataFrame) -> float:
     """Evaluation's share of the pairs' compute time (optimisation + held-out and robustness
     evaluation), in percent; NaN for rows written before ``eval_wall_s`` was stored."""
-    both = g[["wall_s", "eval_wall_s"]].dropna() if "eval_wall_s" in g else g.iloc[:0]
-    total = float(both["wall_s"].sum() + both["eval_wall_s"].sum()) if len(both) else 0.0
+    if "eval_wall_s" not in g:
+        return math.nan
+    both = g[["wall_s", "eval_wall_s"]].dropna()
+    total = float(both["wall_s"].sum() + both["eval_wall_s"].sum())
     return 100 * float(both["eval_wall_s"].sum()) / total if total > 0 else math.nan
 
 
