@@ -265,7 +265,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError([f"--model {', '.join(unknown)}: not in the config; it has {', '.join(ids)}"])
     bench(cfg, model_ids=args.model, methods=args.method, batch_sizes=args.pairs_per_batch, pairs=args.pairs,
           epochs=args.epochs, device=args.device, out=args.out, baseline=args.baseline,
-          baseline_pairs=args.baseline_pairs, rounds=args.rounds)
+          baseline_pairs=args.baseline_pairs, rounds=args.rounds, processes=args.processes)
     return 0
 
 
@@ -450,6 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="pairs the baseline times per round (default 4)")
     sp.add_argument("--rounds", type=positive_int, default=1,
                     help="repeat baseline and every P this many times, interleaved; medians reported (default 1)")
+    sp.add_argument("--processes", type=positive_int, default=1,
+                    help="run the farm's configurations in N processes at once, each with 1/N of the threads "
+                         "(as N actors share a machine; shards of P dealt round-robin), the baseline in this "
+                         "process with all of them: the whole-machine comparison (default 1: one process)")
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("compare", help="compare two runs pair by pair (exit 0 identical, 1 different)",

@@ -208,3 +208,36 @@ def test_fold_batchnorm_removes_batchnorm_and_keeps_logits(arch):
     assert torch.allclose(folded(x), expected, atol=1e-4, rtol=1e-4)
     trained = build_model(arch, 10, (3, 32, 32), (0.5,) * 3, (0.25,) * 3)  # train mode: left alone
     assert fold_batchnorm(trained) is trained and any(isinstance(m, torch.nn.BatchNorm2d) for m in trained.modules())
+
+
+def test_processes_get_the_driver_s_shards_round_robin():
+    from farm.bench_procs import deal
+    from farm.grid import Pair
+
+    pairs = [Pair(0, t) for t in range(1, 8)]
+    assert deal(pairs, 2, 2) == [pairs[0:2] + pairs[4:6], pairs[2:4] + pairs[6:7]]
+    assert deal(pairs, 7, 2) == [pairs, []]  # one shard: one process busy, as one actor would be
+    assert deal(pairs, 1, 3) == [pairs[0::3], pairs[1::3], pairs[2::3]]
+
+
+@pytest.mark.slow
+def test_bench_in_two_processes_runs_every_pair_once_beside_a_one_process_baseline(tmp_path):
+    """--processes 2: the farm's rows come from two spawned processes (ProcessGroup checks that
+    together they ran exactly the pairs dealt), the baseline from this one with all its threads."""
+    from farm.bench import bench
+    from farm.config import config_from_dict
+
+    cfg = config_from_dict({
+        "run": {"output": str(tmp_path)},
+        "datasets": {"syn": {"name": "synthetic", "params": {"train_per_class": 20, "test_per_class": 4}}},
+        "models": [{"id": "m", "dataset": "syn", "arch": "small_cnn", "train": {"epochs": 1}}],
+        "methods": [{"name": "ours"}], "tracking": {"enabled": False}})
+    df = bench(cfg, None, ["ours", "nc"], [1, 3], pairs=5, epochs=1, device="cpu", baseline=True, baseline_pairs=1,
+               processes=2).set_index(["method", "config"])
+    assert len(df) == 6
+    for method in ("ours", "nc"):
+        assert df.loc[(method, "baseline"), ["processes", "threads", "pairs"]].tolist() == [1, torch.get_num_threads(), 1]
+        for p in ("P=1", "P=3"):
+            row = df.loc[(method, p)]
+            assert row["processes"] == 2 and row["threads"] == max(1, torch.get_num_threads() // 2), row
+            assert row["pairs"] == 5 and row["pair_epochs_per_s"] > 0 and row["x_baseline"] > 0
