@@ -101,6 +101,7 @@ def _scan_zoo(args: argparse.Namespace) -> int:
     from farm.models.zoo import ensure_model
     from farm.scan.config import load_scan_config
     from farm.scan.zoo import zoo_specs
+    from farm.threads import torch_threads
 
     if args.set or args.address:
         raise FarmError("farm zoo: --set and --address apply to run configs; a scan config's zoo trains here, "
@@ -112,7 +113,8 @@ def _scan_zoo(args: argparse.Namespace) -> int:
     rows = []
     for i, spec in enumerate(specs, 1):
         print(f"[{i}/{len(specs)}] {spec.id}")
-        entry = ensure_model(spec, cfg.dataset, Path(cfg.zoo_dir), log=print)
+        with torch_threads(1):  # as `farm scan`'s tasks train a model they miss: the same weights
+            entry = ensure_model(spec, cfg.dataset, Path(cfg.zoo_dir), log=print)
         a = spec.attack
         what = a.type if a.type in ("none", "blend") else f"{a.type} {a.patch_size}px {a.shape} {a.position}"
         rows.append(f"  {spec.id:22s} {spec.arch:10s} {what:38s} target={a.target if a.type != 'none' else '-'} "
@@ -355,7 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("zoo", help="train (or reuse) the config's zoo models and print their accuracy/ASR "
                         "(a `farm scan` config: its M clean + M poisoned scan zoo)")
     with_config(sp)
-    sp.add_argument("--address", help="Ray address: train missing models as tasks there ('auto': running cluster)")
+    sp.add_argument("--address", help="Ray address: train missing models as tasks there ('auto': running cluster); "
+                    "without it they train here one after another, each with cluster.cpus_per_actor threads like a "
+                    "Ray task, so both give the same weights")
     sp.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     sp.set_defaults(func=cmd_zoo)
 

@@ -11,8 +11,7 @@ that kills its process (``os._exit``, a segfault) ends the run; ``farm run --res
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
@@ -20,19 +19,8 @@ from farm.config import ClusterSpec, RunSpec
 from farm.errors import RunError
 from farm.execution import (FailedCallback, JobContext, RowsCallback, WorkItem, fault_setting, next_attempt,
                             short_reason)
+from farm.threads import config_threads, torch_threads
 from farm.worker import ExecOptions, ModelPayload, PairImages, ShardExecutor, pick_device
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run a block with ``n`` intra-op threads, then give the process its own count back (zoo
-    training and evaluation outside the shards keep every core)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class LocalExecutor:
@@ -46,7 +34,7 @@ class LocalExecutor:
         self.device = pick_device(run.device)
         self.options = ExecOptions.from_run(run)
         self.train_device = str(self.device)  # zoo training is a GPU's job where there is one
-        self.threads = 1 if self.device.type == "cuda" else max(1, int(spec.cpus_per_actor))
+        self.threads = 1 if self.device.type == "cuda" else config_threads(spec.cpus_per_actor)
         self.resources = {"CPU": float(self.threads), "GPU": float(self.device.type == "cuda")}
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         self.detail = f"local executor (no Ray): one shard at a time on {name}, {self.threads} thread(s)"
@@ -95,4 +83,4 @@ class LocalExecutor:
                     item = None
 
 
-__all__ = ["LocalExecutor", "torch_threads"]
+__all__ = ["LocalExecutor"]

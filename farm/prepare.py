@@ -19,6 +19,7 @@ from farm.data.selection import attack_indices, gather, heldout_indices
 from farm.errors import ConfigError
 from farm.grid import ANY, Pair
 from farm.store import filesystem
+from farm.threads import config_threads
 from farm.worker import ModelPayload, PairImages, image_key, payload_from_module
 
 Log = Callable[[str], None]
@@ -57,7 +58,8 @@ def model_info(spec: ModelSpec, ds_name: str, meta: dict[str, Any]) -> dict[str,
 def prepare_models(cfg: Config, log_fn: Log, parallel_train: Callable | None = None,
                    train_device: str = "cpu") -> dict[str, PreparedModel]:
     """Load datasets, train (or reuse) zoo models (several at once with ``parallel_train``, else
-    in turn on ``train_device``) and load checkpoints, before any pair runs.
+    in turn on ``train_device``, on a CPU with ``cluster.cpus_per_actor`` threads like a Ray
+    training task) and load checkpoints, before any pair runs.
 
     Checkpoints are loaded here, on the driver, so that a corrupt file or a class-count
     mismatch fails the run at once with a clear message instead of inside every actor.
@@ -68,7 +70,8 @@ def prepare_models(cfg: Config, log_fn: Log, parallel_train: Callable | None = N
     datasets = {name: load_dataset(cfg.datasets[name]) for name in {m.dataset for m in cfg.models}}
     zoo_specs = [m for m in cfg.models if m.source == "zoo"]
     entries = ensure_models([(m, cfg.datasets[m.dataset]) for m in zoo_specs], zoo_dir(cfg), log_fn,
-                            parallel=parallel_train, device=train_device) if zoo_specs else {}
+                            parallel=parallel_train, device=train_device,
+                            threads=config_threads(cfg.cluster.cpus_per_actor)) if zoo_specs else {}
     out = {}
     for spec in cfg.models:
         ds = datasets[spec.dataset]

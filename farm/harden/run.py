@@ -31,6 +31,7 @@ from farm.methods import METHODS
 from farm.methods.base import EpochMethod
 from farm.models.loading import save_state_dict
 from farm.models.zoo import ensure_model
+from farm.threads import torch_threads
 from farm.preflight import dataset_root_problems
 from farm.schema import to_dict
 from farm.store import RunStore
@@ -115,8 +116,9 @@ def execute(cfg: HardenConfig, config_yaml: str, log: Any = print) -> RunStore:
     if store.exists() and store.config_yaml() != config_yaml:
         raise FarmError(f"harden run {cfg.run_id!r} under {cfg.output!r} was started with another config; "
                         f"choose another run_id or restore {store.run_dir}/config.yaml")
-    for spec in cfg.models:  # train the natural models once, before their tasks share them
-        ensure_model(spec, cfg.datasets[spec.dataset], Path(cfg.zoo_dir), log=log)
+    for spec in cfg.models:  # train the natural models once, before their tasks share them,
+        with torch_threads(1):  # with the tasks' one thread, as `farm zoo` and `farm run` train them
+            ensure_model(spec, cfg.datasets[spec.dataset], Path(cfg.zoo_dir), log=log)
     work = pending(cfg, store)
     log(f"harden {cfg.run_id}: {len(cfg.models)} model(s) x {len(cfg.methods)} method(s), {len(work)} to do")
     resources = connect(None, cfg.num_cpus)

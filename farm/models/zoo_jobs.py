@@ -10,11 +10,13 @@ train every such model again by itself, slowly and without a word.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Callable
 
 from farm.config import DatasetSpec, ModelSpec
 from farm.models.zoo import ZooEntry, ensure_model, write_manifest, zoo_key
+from farm.threads import config_threads, torch_threads
 
 Items = list[tuple[ModelSpec, DatasetSpec]]
 Trainer = Callable[[Items, Path, Callable[[str], None]], None]
@@ -25,9 +27,13 @@ def is_cached(spec: ModelSpec, dataset: DatasetSpec, zoo_dir: Path) -> bool:
 
 
 def ensure_models(items: Items, zoo_dir: Path, log: Callable[[str], None],
-                  parallel: Trainer | None = None, device: str = "cpu") -> dict[str, ZooEntry]:
+                  parallel: Trainer | None = None, device: str = "cpu", threads: int = 1) -> dict[str, ZooEntry]:
     """ZooEntry per model id; trains what is missing (``parallel`` trains several at once,
-    else one after another on ``device``)."""
+    else one after another on ``device``).
+
+    In this process a CPU model trains with ``threads`` intra-op threads, the count a Ray
+    training task gets (``cluster.cpus_per_actor``): which path trains a model (a task, the
+    driver when one model is missing, ``--local``, ``farm zoo``) must not change its weights."""
     missing: dict[str, tuple[ModelSpec, DatasetSpec]] = {}
     for spec, ds in items:
         if not is_cached(spec, ds, zoo_dir):
@@ -35,7 +41,8 @@ def ensure_models(items: Items, zoo_dir: Path, log: Callable[[str], None],
     if parallel is not None and len(missing) > 1:
         log(f"zoo: training {len(missing)} model(s) in parallel into {zoo_dir}")
         parallel(list(missing.values()), zoo_dir, log)
-    entries = {spec.id: ensure_model(spec, ds, zoo_dir, log, device) for spec, ds in items}
+    with torch_threads(threads) if str(device) == "cpu" else contextlib.nullcontext():
+        entries = {spec.id: ensure_model(spec, ds, zoo_dir, log, device) for spec, ds in items}
     write_manifest(zoo_dir)  # clean accuracy and ASR of every cached model, for humans and tables
     return entries
 
@@ -102,7 +109,7 @@ def ray_trainer(cpus: float) -> Trainer:
             return entry.key
 
         check_nodes_see(zoo_dir, log)
-        threads = max(1, int(cpus))
+        threads = config_threads(cpus)
         ray.get([_train.remote(spec, ds, str(zoo_dir), threads) for spec, ds in items])
 
     return train
