@@ -31,10 +31,10 @@ from farm.methods import METHODS
 from farm.methods.base import EpochMethod
 from farm.models.loading import save_state_dict
 from farm.models.zoo import ensure_model
-from farm.threads import torch_threads
 from farm.preflight import dataset_root_problems
 from farm.schema import to_dict
 from farm.store import RunStore
+from farm.threads import torch_threads
 
 ROWS = "harden/rows"
 CHECKPOINTS = "harden/checkpoints"
