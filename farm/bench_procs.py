@@ -25,6 +25,8 @@ import torch
 
 from farm.config import Config, MethodSpec
 from farm.grid import Pair
+from farm.inprocess import make_executor, run_shards
+from farm.prepare import prepare_models
 
 
 def deal(pairs: list[Pair], pairs_per_batch: int, processes: int) -> list[list[Pair]]:
@@ -36,9 +38,6 @@ def deal(pairs: list[Pair], pairs_per_batch: int, processes: int) -> list[list[P
 def _serve(conn: Connection, cfg: Config, model_ids: list[str], threads: int, device: str) -> None:
     """A timing process: load the models (the parent trained them), then build executors and run
     shards on request, replying with times and the pairs it ran."""
-    from farm.bench import make_executor, run_shards
-    from farm.prepare import prepare_models
-
     try:
         torch.set_num_threads(threads)
         models = prepare_models(replace(cfg, models=[m for m in cfg.models if m.id in model_ids]), lambda _m: None)

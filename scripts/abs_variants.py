@@ -4,7 +4,7 @@
         [--variant 'NAME={"penalty_weight": 0.0156}' ...] [--init-square TOP,LEFT,SIDE] [--set key=value ...]
 
 Runs ABS on the given pairs of MODEL_ID (the run's own seeds and images, in this process:
-``farm.bench.run_pairs``) once per variant (a JSON dict of ABS parameters over the config's;
+``farm.inprocess.run_pairs``) once per variant (a JSON dict of ABS parameters over the config's;
 ``default={}`` when none is given) and prints, per variant, how many pairs into the planted
 target and into other targets converged (attack-set ASR >= the 0.8 bound), their median mask
 size, and how many masks cover all pixels of the planted patch (m >= 1/255 on each of them).
@@ -23,7 +23,7 @@ from unittest import mock
 import pandas as pd
 import torch
 
-from farm.bench import method_spec, run_pairs
+from farm.inprocess import method_spec, run_pairs
 from farm.config import load_config
 from farm.grid import Pair
 from farm.methods import abs as abs_method

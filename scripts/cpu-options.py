@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from farm.bench import method_spec
+from farm.inprocess import method_spec
 from farm.cli import _config
 from farm.grid import select_pairs
 from farm.methods import PairBatch, create_method

@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from farm.bench import method_spec, run_pairs  # noqa: E402
+from farm.inprocess import method_spec, run_pairs  # noqa: E402
 from farm.config import DEFAULT_CONFIG, load_config  # noqa: E402
 from farm.grid import select_pairs  # noqa: E402
 from farm.prepare import prepare_models  # noqa: E402

@@ -1,7 +1,7 @@
 """Trade-off of ours' opt-in early stop (``params.early_stop_epochs``) on a config's zoo.
 
 Runs ours on every pair of every model of the config (the run's own pairs, seeds, images and
-pairs_per_batch, in this process: ``farm.bench.run_pairs``), once without early stop and once
+pairs_per_batch, in this process: ``farm.inprocess.run_pairs``), once without early stop and once
 per E, and compares each pair against its own run without early stop: epochs run, optimisation
 time, trigger size and held-out ASR. Epochs run is the load-independent measure of the time
 saved; optimisation seconds are also shown (noisy on a shared machine). Usage
@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import pandas as pd
 
-from farm.bench import method_spec, run_pairs
+from farm.inprocess import method_spec, run_pairs
 from farm.config import load_config
 from farm.grid import select_pairs
 from farm.runner import prepare_models

@@ -3,7 +3,7 @@
 Issue 16: a test that asserts the outcome of an optimisation or a training run must assert what
 holds *with margin*, and that margin must be measured, not guessed. This script recomputes, in
 one process, the quantity behind each such assertion for one (seed, threads) setting, with the
-same code paths the tests use (the real zoo, ``farm.bench.run_pairs`` = the actors' code), and
+same code paths the tests use (the real zoo, ``farm.inprocess.run_pairs`` = the actors' code), and
 prints one JSON line. ``docs/testing.md`` tabulates the spread over seeds 0..4 x threads 1, 2.
 
     python scripts/measure_margins.py --seed 3 --threads 2 >> margins.jsonl
@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from farm.bench import method_spec, run_pairs  # noqa: E402
+from farm.inprocess import method_spec, run_pairs  # noqa: E402
 from farm.config import DEFAULT_CONFIG, load_config  # noqa: E402
 from farm.grid import Pair  # noqa: E402
 from farm.report.aggregate import anomaly_table  # noqa: E402

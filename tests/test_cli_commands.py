@@ -82,7 +82,7 @@ def test_bench_runs_every_method(method, bench_config, capsys):
 
 
 def test_epochs_reach_both_halves_of_nc_prune_and_not_cw():
-    from farm.bench import has_epochs, with_epochs
+    from farm.inprocess import has_epochs, with_epochs
     from farm.methods import METHODS
 
     params = with_epochs(METHODS["nc_prune"].Params, {"nc": {"lr": 0.5}}, 3)

@@ -1,5 +1,5 @@
 """The live MLflow view (farm.mlflow_run) against a real sqlite store, without Ray: pair rows
-come from the actor's own code in-process (farm.bench.run_pairs), as ``farm run`` stores them."""
+come from the actor's own code in-process (farm.inprocess.run_pairs), as ``farm run`` stores them."""
 from __future__ import annotations
 
 import shutil
@@ -15,7 +15,7 @@ KEY = ("poisoned", "ours", "plain")
 @pytest.fixture(scope="module")
 def computed(tmp_path_factory):
     """(config, model, rows) of 6 pairs of the tiny poisoned model, computed once."""
-    from farm.bench import method_spec, run_pairs
+    from farm.inprocess import method_spec, run_pairs
     from farm.config import config_from_dict
     from farm.grid import select_pairs
     from farm.runner import prepare_models

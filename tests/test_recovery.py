@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from farm.bench import method_spec, run_pairs
+from farm.inprocess import method_spec, run_pairs
 from farm.config import DEFAULT_CONFIG, load_config
 from farm.grid import Pair
 from farm.prepare import prepare_models
