@@ -118,6 +118,27 @@ def badnets_model(zoo_root):
     return zoo_model(zoo_root, {"type": "badnets", "target": 0, "patch_size": 3}, "badnets")
 
 
+@pytest.fixture
+def training_threads(monkeypatch):
+    """The intra-op thread count of every zoo training in this process, in order; the process
+    runs with 2 threads meanwhile (so a path that ignores the config's count shows it), and gets
+    its own count back after the test."""
+    from farm.models import zoo as zoo_mod
+
+    seen: list[int] = []
+    real = zoo_mod.train_model
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(zoo_mod, "train_model", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield seen
+    torch.set_num_threads(before)
+
+
 def attack_batch(ds, pairs: list[tuple[int | None, int]], n: int = 32, seed: int = 0):
     """A PairBatch of real attack images for (victim or None, target) pairs."""
     from farm.data.selection import attack_indices, gather

@@ -151,33 +151,19 @@ def harden_zoo(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_harden_end_to_end_rows_distances_and_table7(local_ray, harden_zoo, tmp_path, monkeypatch):
+def test_harden_end_to_end_rows_distances_and_table7(local_ray, harden_zoo, tmp_path, training_threads):
     from farm.harden.config import HardenConfig
     from farm.harden.report import write_harden_tables
     from farm.harden.run import execute, read_rows
-    from farm.models import zoo as zoo_mod
     from farm.schema import build
     from farm.store import RunStore
 
-    threads: list[int] = []
-    real = zoo_mod.train_model
-
-    def spy(*args, **kwargs):
-        threads.append(torch.get_num_threads())
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(zoo_mod, "train_model", spy)
     raw = _config(tmp_path, harden_zoo, [{"name": "natural"}, {"name": "ours"}], epochs=2)
     cfg = build(HardenConfig, raw)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        store = execute(cfg, yaml.safe_dump(raw), log=lambda _m: None)
-    finally:
-        torch.set_num_threads(before)
+    store = execute(cfg, yaml.safe_dump(raw), log=lambda _m: None)
     # The natural model trained in the driver with the tasks' one thread, whatever the driver has,
     # as `farm zoo` and `farm run` train it (the module's first test: the zoo starts empty).
-    assert threads == [1]
+    assert training_threads == [1]
     rows = read_rows(store).set_index("method")
     assert sorted(rows.index) == ["natural", "ours"]
     natural, ours = rows.loc["natural"], rows.loc["ours"]

@@ -221,26 +221,16 @@ def test_scan_zoo_draws_shapes_and_positions_and_keeps_older_zoos():
     assert all(s.attack.shape == "square" and s.attack.position == "corner" for s in varied if s.attack.type == "blend")
 
 
-def test_farm_zoo_trains_a_scan_config_s_zoo_that_farm_scan_then_reuses(tmp_path, capsys, monkeypatch):
+def test_farm_zoo_trains_a_scan_config_s_zoo_that_farm_scan_then_reuses(tmp_path, capsys, training_threads):
     """... each model with one thread whatever the process has, as `farm scan`'s tasks would
     train a model they miss (another thread count gives other weights)."""
     import yaml
 
     from farm.cli import main
     from farm.data import load_dataset
-    from farm.models import zoo as zoo_mod
     from farm.models.zoo import zoo_key
     from farm.scan.config import load_scan_config
     from farm.scan.zoo import zoo_specs
-
-    threads: list[int] = []
-    real = zoo_mod.train_model
-
-    def spy(*args, **kwargs):
-        threads.append(torch.get_num_threads())
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(zoo_mod, "train_model", spy)
 
     path = tmp_path / "scan.yaml"
     path.write_text(yaml.safe_dump({
@@ -248,13 +238,8 @@ def test_farm_zoo_trains_a_scan_config_s_zoo_that_farm_scan_then_reuses(tmp_path
         "dataset": {"name": "synthetic", "params": {"num_classes": 4, "train_per_class": 20, "test_per_class": 4}},
         "zoo": {"clean": 1, "poisoned": 2, "attacks": ["badnets"], "shapes": ["polygon"], "positions": ["random"],
                 "train": {"epochs": 1}}}))
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        assert main(["zoo", str(path)]) == 0
-        assert threads == [1, 1, 1] and torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+    assert main(["zoo", str(path)]) == 0
+    assert training_threads == [1, 1, 1] and torch.get_num_threads() == 2
     out = capsys.readouterr().out
     assert "scan zoo of" in out and out.count("polygon random") == 2, out  # the two poisoned models' lines
     cfg = load_scan_config(path)
