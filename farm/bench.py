@@ -62,13 +62,14 @@ def bench(cfg: Config, model_ids: list[str] | None, methods: list[str], batch_si
     chosen_models = [models[m] for m in ids]
     dev = str(pick_device(device))
     threads = torch.get_num_threads()
+    farm_threads = max(1, threads // processes)
     print(f"bench: {len(chosen_models)} model(s) x {len(methods)} method(s) x {len(batch_sizes)} P x {rounds} "
           f"round(s), {pairs} pairs, {epochs} epochs each, on {dev}"
-          + (f", the farm in {processes} processes x {max(1, threads // processes)} thread(s), the baseline in "
+          + (f", the farm in {processes} processes x {farm_threads} thread(s), the baseline in "
              f"1 x {threads}" if processes > 1 else "") + ". The default sweep (4 P x 90 pairs x 5 epochs) "
           "takes about 15 min on 2 CPU cores; --pairs 10 --pairs-per-batch 1,10 gives a first look in about a "
           "minute.", flush=True)
-    group = ProcessGroup(cfg, ids, processes, max(1, threads // processes), dev) if processes > 1 else None
+    group = ProcessGroup(cfg, ids, processes, farm_threads, dev) if processes > 1 else None
     records = []
     try:
         for model in chosen_models:

@@ -101,7 +101,6 @@ def _scan_zoo(args: argparse.Namespace) -> int:
     from farm.models.zoo import ensure_model
     from farm.scan.config import load_scan_config
     from farm.scan.zoo import zoo_specs
-    from farm.threads import torch_threads
 
     if args.set or args.address:
         raise FarmError("farm zoo: --set and --address apply to run configs; a scan config's zoo trains here, "
@@ -113,8 +112,8 @@ def _scan_zoo(args: argparse.Namespace) -> int:
     rows = []
     for i, spec in enumerate(specs, 1):
         print(f"[{i}/{len(specs)}] {spec.id}")
-        with torch_threads(1):  # as `farm scan`'s tasks train a model they miss: the same weights
-            entry = ensure_model(spec, cfg.dataset, Path(cfg.zoo_dir), log=print)
+        # one thread, as `farm scan`'s tasks train a model they miss: the same weights
+        entry = ensure_model(spec, cfg.dataset, Path(cfg.zoo_dir), log=print, threads=1)
         a = spec.attack
         what = a.type if a.type in ("none", "blend") else f"{a.type} {a.patch_size}px {a.shape} {a.position}"
         rows.append(f"  {spec.id:22s} {spec.arch:10s} {what:38s} target={a.target if a.type != 'none' else '-'} "

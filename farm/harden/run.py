@@ -34,7 +34,6 @@ from farm.models.zoo import ensure_model
 from farm.preflight import dataset_root_problems
 from farm.schema import to_dict
 from farm.store import RunStore
-from farm.threads import torch_threads
 
 ROWS = "harden/rows"
 CHECKPOINTS = "harden/checkpoints"
@@ -117,8 +116,8 @@ def execute(cfg: HardenConfig, config_yaml: str, log: Any = print) -> RunStore:
         raise FarmError(f"harden run {cfg.run_id!r} under {cfg.output!r} was started with another config; "
                         f"choose another run_id or restore {store.run_dir}/config.yaml")
     for spec in cfg.models:  # train the natural models once, before their tasks share them,
-        with torch_threads(1):  # with the tasks' one thread, as `farm zoo` and `farm run` train them
-            ensure_model(spec, cfg.datasets[spec.dataset], Path(cfg.zoo_dir), log=log)
+        # with the tasks' one thread, as `farm zoo` and `farm run` train them
+        ensure_model(spec, cfg.datasets[spec.dataset], Path(cfg.zoo_dir), log=log, threads=1)
     work = pending(cfg, store)
     log(f"harden {cfg.run_id}: {len(cfg.models)} model(s) x {len(cfg.methods)} method(s), {len(work)} to do")
     resources = connect(None, cfg.num_cpus)

@@ -8,6 +8,7 @@ leaves a half-written entry that later runs would trust.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -28,6 +29,7 @@ from farm.config import DatasetSpec, ModelSpec, TrainSpec, attack_identity
 from farm.data import DATASETS, Dataset, load_dataset
 from farm.host_copy import to_device
 from farm.models import build_model
+from farm.threads import torch_threads
 from farm.metrics import predict
 from farm.models.loading import load_checkpoint, save_state_dict
 from farm.models.poison import Poison, make_poison, poison_plan
@@ -61,8 +63,13 @@ def zoo_key(spec: ModelSpec, dataset_spec: DatasetSpec) -> str:
 
 
 def ensure_model(spec: ModelSpec, dataset_spec: DatasetSpec, zoo_dir: Path,
-                 log: Callable[[str], Any] = print, device: str | torch.device = "cpu") -> ZooEntry:
-    """The zoo entry of ``spec``: read from ``zoo_dir`` if built before, else trained now."""
+                 log: Callable[[str], Any] = print, device: str | torch.device = "cpu",
+                 threads: int | None = None) -> ZooEntry:
+    """The zoo entry of ``spec``: read from ``zoo_dir`` if built before, else trained now.
+
+    ``threads``: intra-op threads for training and evaluating on a CPU (None: the process's).
+    CPU sums depend on the thread count, so every command that may train a model passes the
+    count its Ray tasks use (farm.threads): which path trains a model must not change it."""
     key = zoo_key(spec, dataset_spec)
     final = Path(zoo_dir) / key
     if (final / "meta.json").is_file():
@@ -71,15 +78,18 @@ def ensure_model(spec: ModelSpec, dataset_spec: DatasetSpec, zoo_dir: Path,
     log(f"zoo: training {key} ({spec.arch}, attack {spec.attack.type}) on {device}")
     ds = load_dataset(dataset_spec)
     poison = make_poison(spec.attack, ds.image_shape, spec.train.seed)
-    t0 = time.perf_counter()
-    model = train_model(ds, spec, poison, log, device)
-    seconds = time.perf_counter() - t0
+    cpu_threads = threads if torch.device(device).type == "cpu" else None
+    with torch_threads(cpu_threads) if cpu_threads is not None else contextlib.nullcontext():
+        t0 = time.perf_counter()
+        model = train_model(ds, spec, poison, log, device)
+        seconds = time.perf_counter() - t0
+        quality = evaluate(model, ds, poison)
     meta = {
         "key": key, "version": ZOO_VERSION, "arch": spec.arch, "dataset": dataset_spec.name,
         "dataset_spec": to_dict(dataset_spec), "num_classes": ds.num_classes,
         "image_shape": list(ds.image_shape), "mean": list(ds.mean), "std": list(ds.std),
         "kind": "clean" if poison is None else "poisoned",
-        **evaluate(model, ds, poison),
+        **quality,
         "attack": poison.meta() if poison else {"type": "none"},
         "train": to_dict(spec.train), "train_seconds": round(seconds, 3), "train_device": str(device),
     }

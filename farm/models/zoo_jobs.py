@@ -10,13 +10,12 @@ train every such model again by itself, slowly and without a word.
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Callable
 
 from farm.config import DatasetSpec, ModelSpec
 from farm.models.zoo import ZooEntry, ensure_model, write_manifest, zoo_key
-from farm.threads import config_threads, torch_threads
+from farm.threads import config_threads
 
 Items = list[tuple[ModelSpec, DatasetSpec]]
 Trainer = Callable[[Items, Path, Callable[[str], None]], None]
@@ -41,8 +40,7 @@ def ensure_models(items: Items, zoo_dir: Path, log: Callable[[str], None],
     if parallel is not None and len(missing) > 1:
         log(f"zoo: training {len(missing)} model(s) in parallel into {zoo_dir}")
         parallel(list(missing.values()), zoo_dir, log)
-    with torch_threads(threads) if str(device) == "cpu" else contextlib.nullcontext():
-        entries = {spec.id: ensure_model(spec, ds, zoo_dir, log, device) for spec, ds in items}
+    entries = {spec.id: ensure_model(spec, ds, zoo_dir, log, device, threads) for spec, ds in items}
     write_manifest(zoo_dir)  # clean accuracy and ASR of every cached model, for humans and tables
     return entries
 
@@ -102,10 +100,8 @@ def ray_trainer(cpus: float) -> Trainer:
 
         @ray.remote(num_cpus=cpus, max_retries=1)
         def _train(spec: ModelSpec, ds: DatasetSpec, folder: str, threads: int) -> str:
-            import torch
-
-            torch.set_num_threads(threads)
-            entry = ensure_model(spec, ds, Path(folder), lambda msg: print(f"[{spec.id}] {msg}", flush=True))
+            entry = ensure_model(spec, ds, Path(folder), lambda msg: print(f"[{spec.id}] {msg}", flush=True),
+                                 threads=threads)
             return entry.key
 
         check_nodes_see(zoo_dir, log)
